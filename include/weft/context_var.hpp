@@ -1,0 +1,149 @@
+// weft/context_var.hpp: a variable whose value is looked up in the current fiber's context,
+// with the semantics of Python's contextvars.ContextVar.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <weft/detail/fiber_state.hpp>
+#include <weft/detail/snapshot.hpp>
+#include <weft/token.hpp>
+
+namespace weft {
+
+class context;
+
+namespace detail {
+
+// allocate_slot() hands out the dense slot number of a new context_var (never reused: a
+// value bound under a slot keeps its type for as long as any snapshot holds it).
+std::uint32_t allocate_slot() noexcept;
+
+[[noreturn]] void throw_lookup_failed(const std::string& name);
+
+// bind() binds slot to c (nullptr = unbind) in the calling fiber's current context and
+// returns the displaced cell plus the context's identity. Takes over c only on success.
+struct bind_result {
+  cell* old;
+  std::uint64_t context_id;
+};
+bind_result bind(std::uint32_t slot, cell* c);
+
+template <class T>
+class scoped_binding;
+
+}  // namespace detail
+
+// context_var<T> names one variable of the fiber-local context. Define it at namespace
+// scope, like a thread_local; it must outlive every use. Reads and writes always act on the
+// calling fiber's (or plain thread's) current context. Non-copyable and non-movable: the
+// object's identity is the variable.
+template <class T>
+class context_var {
+  static_assert(std::is_object_v<T> && !std::is_const_v<T> && !std::is_volatile_v<T>,
+                "context_var<T> needs a non-const object type");
+
+ public:
+  // context_var(name) makes a variable with no default: get() throws while it is unbound.
+  explicit context_var(std::string name) : name_(std::move(name)), slot_(detail::allocate_slot()) {}
+
+  // context_var(name, default_value): get() returns default_value while it is unbound.
+  context_var(std::string name, T default_value)
+      : name_(std::move(name)),
+        default_(std::in_place, std::move(default_value)),
+        slot_(detail::allocate_slot()) {}
+
+  context_var(const context_var&) = delete;
+  context_var& operator=(const context_var&) = delete;
+
+  // name() is the name given at construction, used in error messages.
+  const std::string& name() const noexcept { return name_; }
+
+  // get() returns the bound value, else the default; throws weft::error(lookup_failed)
+  // when there is neither. Never blocks, allocates nothing, takes no lock. The reference
+  // stays valid until the calling fiber next changes its own context.
+  const T& get() const {
+    if (const T* p = try_get()) return *p;
+    detail::throw_lookup_failed(name_);
+  }
+
+  // try_get() is get() returning nullptr instead of throwing.
+  const T* try_get() const noexcept {
+    const detail::context_state* s = detail::tl_context;
+    if (const T* p = find_in(s ? s->root : nullptr)) return p;
+    return default_ ? &*default_ : nullptr;
+  }
+
+  // get_or() returns a copy of the bound value, else of the default, else fallback.
+  T get_or(T fallback) const {
+    if (const T* p = try_get()) return *p;
+    return fallback;
+  }
+
+  // set() binds value in the calling fiber's current context (other snapshots are never
+  // changed) and returns a token that reset() takes to undo it. Strong guarantee: if T's
+  // move or an allocation throws, the context is unchanged.
+  token<T> set(T value) {
+    auto* c = new detail::value_cell<T>(std::move(value));
+    detail::bind_result r;
+    try {
+      r = detail::bind(slot_, c);
+    } catch (...) {
+      delete c;
+      throw;
+    }
+    return token<T>(this, r.old, r.context_id);
+  }
+
+  // reset() restores the binding from before tok's set(). Throws weft::error with
+  // token_used, token_wrong_var or token_wrong_context on misuse; on success tok is used.
+  void reset(token<T>& tok) { detail::reset(tok.base_, this, slot_, name_.c_str()); }
+
+  // scoped() sets value now and resets it when the returned guard is destroyed (also when
+  // an exception leaves the scope).
+  [[nodiscard]] detail::scoped_binding<T> scoped(T value) {
+    return detail::scoped_binding<T>(*this, std::move(value));
+  }
+
+ private:
+  friend class context;
+
+  const T* find_in(const detail::node* root) const noexcept {
+    const detail::cell* c = detail::lookup(root, slot_);
+    return c ? &static_cast<const detail::value_cell<T>*>(c)->value : nullptr;
+  }
+
+  std::string name_;
+  std::optional<T> default_;
+  std::uint32_t slot_;
+};
+
+namespace detail {
+
+// scoped_binding is the guard context_var::scoped() returns.
+template <class T>
+class [[nodiscard]] scoped_binding {
+ public:
+  scoped_binding(context_var<T>& var, T value) : var_(var), token_(var.set(std::move(value))) {}
+  scoped_binding(const scoped_binding&) = delete;
+  scoped_binding& operator=(const scoped_binding&) = delete;
+  ~scoped_binding() {
+    if (token_.used()) return;
+    try {
+      var_.reset(token_);
+    } catch (...) {
+      // Only possible if the guard left the fiber that made it, or memory ran out while
+      // copying a shared snapshot; a destructor must not terminate the process.
+    }
+  }
+
+ private:
+  context_var<T>& var_;
+  token<T> token_;
+};
+
+}  // namespace detail
+}  // namespace weft

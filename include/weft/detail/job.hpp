@@ -1,0 +1,30 @@
+// weft/detail/job.hpp: one piece of work handed to an executor, and what its fiber inherits.
+#pragma once
+
+#include <weft/detail/snapshot.hpp>
+
+namespace weft::detail {
+
+class pool;
+struct cancel_scope;
+
+// job is a callable waiting for (or running on) its fiber. The executor's templates make
+// one per spawn/post; the pool owns it from submission until complete().
+struct job {
+  job* next = nullptr;             // link in the pool's queue of work submitted from outside
+  node* context = nullptr;         // the snapshot the fiber starts with (owned reference)
+  cancel_scope* scope = nullptr;   // the cancellation the fiber inherits (owned reference)
+
+  job() = default;
+  job(const job&) = delete;
+  job& operator=(const job&) = delete;
+  virtual ~job();  // drops the inherited context and scope
+
+  // run() calls the user's function on the new fiber and records its outcome.
+  virtual void run(pool& owner) noexcept = 0;
+  // complete() publishes the outcome (wakes waiters) and drops the pool's reference. It runs
+  // after the fiber's fiber_local values and context are gone.
+  virtual void complete(pool& owner) noexcept = 0;
+};
+
+}  // namespace weft::detail

@@ -1,0 +1,187 @@
+// weft/task.hpp: the handle to a spawned fiber's result.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <future>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <weft/detail/job.hpp>
+#include <weft/detail/spinlock.hpp>
+
+namespace weft {
+
+namespace detail {
+
+struct waiter;
+struct reporter;
+
+// task_base is the untyped shared state between a spawned fiber and its task handle.
+struct task_base : job {
+  std::atomic<unsigned> refs{2};     // the handle's and the pool's
+  std::atomic<bool> finished{false};
+  spinlock lock;
+  bool retrieved = false;            // get() took the outcome (guarded by lock)
+  bool handle_dropped = false;       // guarded by lock
+  waiter* waiters = nullptr;         // guarded by lock
+  reporter* unhandled = nullptr;     // set when the fiber failed, to report a dropped handle
+  std::exception_ptr failure;
+
+  ~task_base() override;
+
+  // wait() blocks until the fiber finished: it suspends a pool fiber (a cancellation point)
+  // and blocks a plain thread.
+  void wait();
+  // wait_until() is wait() with a deadline; false if the deadline passed first.
+  bool wait_until(std::chrono::steady_clock::time_point deadline);
+  // drop_handle() is the handle letting go; an unretrieved failure is reported.
+  void drop_handle() noexcept;
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  void complete(pool& owner) noexcept final;
+  // rethrow_failure() throws the fiber's exception, if any, marking it retrieved.
+  void rethrow_failure();
+};
+
+// task_result<R> adds the storage for an R.
+template <class R>
+struct task_result : task_base {
+  std::optional<R> value;
+  template <class F>
+  void produce(F&& f) {
+    value.emplace(static_cast<F&&>(f)());
+  }
+  R take() {
+    rethrow_failure();
+    return std::move(*value);
+  }
+};
+
+template <class R>
+struct task_result<R&> : task_base {
+  R* value = nullptr;
+  template <class F>
+  void produce(F&& f) {
+    value = &static_cast<F&&>(f)();
+  }
+  R& take() {
+    rethrow_failure();
+    return *value;
+  }
+};
+
+template <>
+struct task_result<void> : task_base {
+  template <class F>
+  void produce(F&& f) {
+    static_cast<F&&>(f)();
+  }
+  void take() { rethrow_failure(); }
+};
+
+// spawned is the job of executor::spawn: the callable, its arguments and the result.
+template <class R, class F, class... A>
+struct spawned final : task_result<R> {
+  template <class G, class... B>
+  explicit spawned(G&& g, B&&... b) : call(std::forward<G>(g), std::forward<B>(b)...) {}
+
+  void run(pool&) noexcept override {
+    try {
+      this->produce([this]() -> R { return std::apply(invoker{}, std::move(call)); });
+    } catch (...) {
+      this->failure = std::current_exception();
+    }
+  }
+
+  struct invoker {
+    template <class... T>
+    decltype(auto) operator()(T&&... t) const {
+      return std::invoke(std::forward<T>(t)...);
+    }
+  };
+
+  std::tuple<F, A...> call;
+};
+
+}  // namespace detail
+
+// task<R> is the move-only handle to a spawned fiber. Dropping it without get() lets the
+// fiber run on; an exception it then throws goes to executor_options::on_unhandled_exception.
+template <class R>
+class task {
+ public:
+  task() noexcept = default;
+  task(task&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      drop();
+      state_ = std::exchange(other.state_, nullptr);
+    }
+    return *this;
+  }
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+  ~task() { drop(); }
+
+  // get() waits, then returns the result or rethrows the fiber's exception. Once: the task
+  // is no longer valid() afterwards. Suspends a pool fiber (a cancellation point), blocks a
+  // plain thread. Throws std::future_error(no_state) on an invalid task.
+  R get() {
+    check();
+    state_->wait();
+    detail::task_result<R>* s = std::exchange(state_, nullptr);
+    struct releaser {
+      detail::task_result<R>* s;
+      ~releaser() { s->drop_handle(); }
+    } r{s};
+    return s->take();
+  }
+
+  // wait() waits until the fiber finished, without taking the result.
+  void wait() {
+    check();
+    state_->wait();
+  }
+
+  // wait_for() waits at most d; true if the fiber finished.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) {
+    check();
+    using clock = std::chrono::steady_clock;
+    // Durations beyond a century (hours::max() and friends) would overflow the clock.
+    if (d > std::chrono::hours(24 * 365 * 100)) {
+      state_->wait();
+      return true;
+    }
+    return state_->wait_until(clock::now() + std::chrono::ceil<clock::duration>(d));
+  }
+
+  // ready() is true when the fiber finished (get() will not block). Never blocks.
+  bool ready() const noexcept {
+    return state_ != nullptr && state_->finished.load(std::memory_order_acquire);
+  }
+
+  // valid() is false for a default-constructed, moved-from or already-got task.
+  bool valid() const noexcept { return state_ != nullptr; }
+
+ private:
+  friend class executor;
+  explicit task(detail::task_result<R>* s) noexcept : state_(s) {}
+
+  void check() const {
+    if (state_ == nullptr) throw std::future_error(std::future_errc::no_state);
+  }
+  void drop() noexcept {
+    if (state_ != nullptr) std::exchange(state_, nullptr)->drop_handle();
+  }
+
+  detail::task_result<R>* state_ = nullptr;
+};
+
+}  // namespace weft

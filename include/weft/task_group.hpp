@@ -1,0 +1,86 @@
+// weft/task_group.hpp: structured concurrency -- a scope that owns the fibers spawned in it.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <weft/detail/job.hpp>
+#include <weft/executor.hpp>
+
+namespace weft {
+
+namespace detail {
+
+class task_group_state;
+void group_child_failed(task_group_state* g, std::exception_ptr e) noexcept;
+void group_child_done(task_group_state* g) noexcept;
+
+// group_child is the job of task_group::spawn: its outcome goes to the group.
+template <class F, class... A>
+struct group_child final : job {
+  template <class G, class... B>
+  explicit group_child(task_group_state* g, G&& f, B&&... b)
+      : group(g), call(std::forward<G>(f), std::forward<B>(b)...) {}
+  void run(pool&) noexcept override {
+    try {
+      std::apply([](auto&&... t) { std::invoke(std::forward<decltype(t)>(t)...); },
+                 std::move(call));
+    } catch (...) {
+      group_child_failed(group, std::current_exception());
+    }
+  }
+  void complete(pool&) noexcept override {
+    task_group_state* g = group;
+    delete this;
+    group_child_done(g);
+  }
+  task_group_state* group;
+  std::tuple<F, A...> call;
+};
+
+}  // namespace detail
+
+// task_group owns the fibers spawned through it: they never outlive it. When one of them
+// throws, the group cancels the others; wait() rethrows that first exception once all have
+// finished. Cancellation is inherited by everything the children spawn. Non-copyable,
+// non-movable.
+class task_group {
+ public:
+  // task_group() spawns on executor::current(); elsewhere throws errc::not_in_executor.
+  // Its children can be cancelled with the group, and also by whatever cancels its creator.
+  task_group();
+  // task_group(ex) spawns on ex; usable from plain threads too.
+  explicit task_group(executor& ex);
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+  // ~task_group() waits for every child (never detaches); it does not throw, and an
+  // exception that wait() did not deliver goes to executor_options::on_unhandled_exception.
+  ~task_group();
+
+  // spawn() starts f(a...) on a child fiber that inherits the caller's current context.
+  // Never blocks. Throws errc::executor_closed like executor::spawn.
+  template <class F, class... A>
+  void spawn(F&& f, A&&... a) {
+    submit(new detail::group_child<std::decay_t<F>, std::decay_t<A>...>(
+        state_, std::forward<F>(f), std::forward<A>(a)...));
+  }
+
+  // wait() blocks until every child finished, then rethrows the first exception a child
+  // threw (cancellations caused by the group are not errors). Suspends a pool fiber (a
+  // cancellation point), blocks a plain thread.
+  void wait();
+
+  // cancel() requests cancellation of every child and their descendants. Never blocks.
+  void cancel() noexcept;
+
+ private:
+  void submit(detail::job* j);
+
+  executor& executor_;
+  detail::task_group_state* state_;
+};
+
+}  // namespace weft

@@ -1,0 +1,43 @@
+// weft/this_fiber.hpp: operations on the calling fiber (or plain thread).
+#pragma once
+
+#include <chrono>
+#include <type_traits>
+
+namespace weft::this_fiber {
+
+namespace detail {
+void sleep_until_steady(std::chrono::steady_clock::time_point deadline);
+}
+
+// yield() lets the other ready fibers of this worker run first. On a plain thread it yields
+// the thread. A cancellation point: throws weft::error(cancelled) in a cancelled fiber.
+void yield();
+
+// sleep_until() suspends the calling fiber (blocks a plain thread) until tp. A cancellation
+// point: a cancelled fiber wakes at once and throws weft::error(cancelled).
+template <class Clock, class Dur>
+void sleep_until(std::chrono::time_point<Clock, Dur> tp) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    detail::sleep_until_steady(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(tp));
+  } else {
+    detail::sleep_until_steady(std::chrono::steady_clock::now() +
+                               std::chrono::ceil<std::chrono::steady_clock::duration>(tp - Clock::now()));
+  }
+}
+
+// sleep_for() is sleep_until(now + d).
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) {
+  detail::sleep_until_steady(std::chrono::steady_clock::now() +
+                             std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+}
+
+// cancellation_requested() is true when the calling fiber's cancellation was requested (its
+// task_group, or an enclosing one, was cancelled). Never blocks; false on plain threads.
+bool cancellation_requested() noexcept;
+
+// throw_if_cancelled() throws weft::error(cancelled) if cancellation_requested().
+void throw_if_cancelled();
+
+}  // namespace weft::this_fiber

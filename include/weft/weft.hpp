@@ -1,0 +1,12 @@
+// weft/weft.hpp: the umbrella header -- everything weft offers.
+#pragma once
+
+#include <weft/context.hpp>
+#include <weft/context_var.hpp>
+#include <weft/error.hpp>
+#include <weft/executor.hpp>
+#include <weft/fiber_local.hpp>
+#include <weft/task.hpp>
+#include <weft/task_group.hpp>
+#include <weft/this_fiber.hpp>
+#include <weft/token.hpp>

@@ -1,0 +1,222 @@
+// context.cpp: the persistent trie behind snapshots, and the write side of context_var.
+#include <algorithm>
+#include <atomic>
+#include <new>
+
+#include <weft/context.hpp>
+#include <weft/error.hpp>
+
+namespace weft::detail {
+namespace {
+
+node* make_node(std::uint32_t height) {
+  auto* n = new node;
+  n->height = height;
+  n->count = 0;
+  std::fill(std::begin(n->entries), std::end(n->entries), nullptr);
+  return n;
+}
+
+// clone() copies n; the copy shares (and so retains) every child of n.
+node* clone(const node* n) {
+  auto* m = new node;
+  m->height = n->height;
+  m->count = n->count;
+  for (unsigned i = 0; i < kNodeWidth; ++i) {
+    m->entries[i] = n->entries[i];
+    if (m->entries[i]) retain(static_cast<counted*>(m->entries[i]));
+  }
+  return m;
+}
+
+// height_for() is the smallest trie height whose root can index slot.
+std::uint32_t height_for(std::uint32_t slot) {
+  std::uint32_t h = 0;
+  while ((slot >> (kNodeBits * (h + 1))) != 0 && h < 6) ++h;
+  return h;
+}
+
+// set_in() binds slot to c in the subtree n (height h, may be null) and returns the node
+// that now stands for that subtree: n itself if it was exclusively ours (refs == 1, edited
+// in place), otherwise a fresh node. Every node is allocated before anything is edited, and
+// edits happen after the deeper levels returned, so a throw leaves the trie as it was.
+// *old receives the displaced cell; *delta the change in the number of bound values.
+node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, int* delta) {
+  node* m;
+  bool fresh = true;
+  if (n == nullptr) {
+    m = make_node(h);
+  } else if (n->refs.load(std::memory_order_acquire) == 1) {
+    m = n;
+    fresh = false;
+  } else {
+    m = clone(n);
+  }
+  const std::uint32_t i = (slot >> (kNodeBits * h)) & kNodeMask;
+  if (h == 0) {
+    auto* prev = static_cast<cell*>(m->entries[i]);
+    m->entries[i] = c;
+    *delta = (c ? 1 : 0) - (prev ? 1 : 0);
+    // A clone retained prev for itself; either way the entry's reference goes to the caller.
+    *old = prev;
+    m->count += *delta;
+    return m;
+  }
+  auto* child = static_cast<node*>(m->entries[i]);
+  node* replacement;
+  try {
+    replacement = set_in(child, h - 1, slot, c, old, delta);
+  } catch (...) {
+    if (fresh) release(m);
+    throw;
+  }
+  // m's reference to a shared child that was copied goes; an emptied subtree is dropped.
+  if (replacement != child && child != nullptr) release(child);
+  if (replacement->count == 0) {
+    release(replacement);
+    replacement = nullptr;
+  }
+  m->entries[i] = replacement;
+  m->count += *delta;
+  return m;
+}
+
+std::atomic<std::uint32_t> next_slot{0};
+std::atomic<std::uint64_t> next_id_block{1};
+
+// next_context_id() hands out context identities from a per-thread block, so making one
+// touches no shared cache line.
+std::uint64_t next_context_id() {
+  constexpr std::uint64_t kBlock = 1024;
+  thread_local std::uint64_t next = 0, end = 0;
+  if (next == end) {
+    next = next_id_block.fetch_add(1, std::memory_order_relaxed) * kBlock;
+    end = next + kBlock;
+  }
+  return next++;
+}
+
+std::uint64_t identity(context_state& s) {
+  if (s.id == 0) s.id = next_context_id();
+  return s.id;
+}
+
+}  // namespace
+
+void release(node* n) noexcept {
+  if (n == nullptr || n->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  for (void* e : n->entries) {
+    if (e == nullptr) continue;
+    if (n->height == 0) {
+      release(static_cast<cell*>(e));
+    } else {
+      release(static_cast<node*>(e));
+    }
+  }
+  delete n;
+}
+
+cell* assoc(node*& root, std::uint32_t slot, cell* c) {
+  if (c == nullptr && lookup(root, slot) == nullptr) return nullptr;  // nothing to unbind
+  node* r = root;
+  bool grown = false;
+  if (r != nullptr && height_for(slot) > r->height) {
+    // Grow upwards: the old root becomes child 0 of a taller one. Nothing is shared.
+    node* top = nullptr;
+    try {
+      for (std::uint32_t h = r->height + 1; h <= height_for(slot); ++h) {
+        node* up = make_node(h);
+        up->entries[0] = top ? static_cast<void*>(top) : static_cast<void*>(r);
+        up->count = r->count;
+        top = up;
+      }
+    } catch (...) {
+      // Unlink the borrowed old root before freeing the partial chain.
+      node* n = top;
+      while (n && n->height > r->height + 1) n = static_cast<node*>(n->entries[0]);
+      if (n) n->entries[0] = nullptr;
+      release(top);
+      throw;
+    }
+    r = top;
+    grown = true;
+  }
+  cell* old = nullptr;
+  int delta = 0;
+  node* result;
+  try {
+    result = set_in(r, r ? r->height : height_for(slot), slot, c, &old, &delta);
+  } catch (...) {
+    if (grown) {
+      node* n = r;
+      while (n->height > root->height + 1) n = static_cast<node*>(n->entries[0]);
+      n->entries[0] = nullptr;
+      release(r);
+    }
+    throw;
+  }
+  if (result != r) release(r);
+  if (result->count == 0) {
+    release(result);
+    result = nullptr;
+  }
+  root = result;
+  return old;
+}
+
+std::uint32_t allocate_slot() noexcept { return next_slot.fetch_add(1, std::memory_order_relaxed); }
+
+void throw_lookup_failed(const std::string& name) {
+  throw error(errc::lookup_failed, "weft: context_var '" + name + "' has no value and no default");
+}
+
+bind_result bind(std::uint32_t slot, cell* c) {
+  context_state& s = current_context();
+  const std::uint64_t id = identity(s);
+  return {assoc(s.root, slot, c), id};
+}
+
+void reset(token_base& tok, const void* var, std::uint32_t slot, const char* name) {
+  if (tok.used) {
+    throw error(errc::token_used,
+                std::string("weft: token of context_var '") + name + "' was already used");
+  }
+  if (tok.var != var) {
+    throw error(errc::token_wrong_var, std::string("weft: token passed to context_var '") + name +
+                                           "' .reset() was created by another context_var");
+  }
+  context_state& s = current_context();
+  if (s.id != tok.context_id) {
+    throw error(errc::token_wrong_context, std::string("weft: token of context_var '") + name +
+                                               "' was created in another context");
+  }
+  if (tok.old) retain(tok.old);
+  cell* displaced;
+  try {
+    displaced = assoc(s.root, slot, tok.old);
+  } catch (...) {
+    release(tok.old);
+    throw;
+  }
+  release(displaced);
+  tok.used = true;
+}
+
+entered_context::entered_context(context_state& state, std::atomic<bool>& entered)
+    : fiber_(thread_state()), previous_(fiber_.current), entered_(entered) {
+  if (entered_.exchange(true, std::memory_order_acquire)) {
+    throw error(errc::context_already_entered,
+                "weft: context::run() on a context that is already being run (copy the context "
+                "to run the same snapshot twice)");
+  }
+  fiber_.current = &state;
+  tl_context = &state;
+}
+
+entered_context::~entered_context() {
+  fiber_.current = previous_;
+  tl_context = previous_;
+  entered_.store(false, std::memory_order_release);
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,347 @@
+// executor.cpp: the pool behind an executor -- workers, submission, shutdown -- and the
+// life of one pool fiber.
+#include <cxxabi.h>
+
+#include <cstdio>
+#include <string>
+
+#include <boost/fiber/algo/algorithm.hpp>
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/operations.hpp>
+
+#include "cancel_scope.hpp"
+#include "pool.hpp"
+
+namespace weft {
+namespace detail {
+
+constinit thread_local pool* tl_pool WEFT_TLS_MODEL = nullptr;
+
+// ---- the C++ runtime's exception bookkeeping, carried per fiber ----------------------
+
+namespace {
+struct cxa_eh_globals {  // layout fixed by the Itanium C++ ABI
+  void* caught_exceptions;
+  unsigned int uncaught_exceptions;
+};
+cxa_eh_globals* eh_globals() noexcept {
+  return reinterpret_cast<cxa_eh_globals*>(abi::__cxa_get_globals());
+}
+}  // namespace
+
+void save_eh(eh_state& into) noexcept {
+  cxa_eh_globals* g = eh_globals();
+  into.caught = g->caught_exceptions;
+  into.uncaught = g->uncaught_exceptions;
+}
+
+void restore_eh(const eh_state& from) noexcept {
+  cxa_eh_globals* g = eh_globals();
+  g->caught_exceptions = from.caught;
+  g->uncaught_exceptions = from.uncaught;
+}
+
+// ---- jobs and fibers -------------------------------------------------------------------
+
+job::~job() {
+  release(context);
+  release(scope);
+}
+
+fiber_record::fiber_record(pool& p, job* j) noexcept
+    : boost::fibers::fiber_properties(nullptr), owner(p), work(j) {
+  is_pool_fiber = true;
+  own.root = std::exchange(j->context, nullptr);
+  scope = std::exchange(j->scope, nullptr);
+}
+
+fiber_record::~fiber_record() { release(scope); }
+
+void fiber_record::main() noexcept {
+  if (scope != nullptr) enter(scope, this);
+  work->run(owner);
+  // The fiber is over: its fiber_local values and context go before anyone learns it
+  // finished, so a waiter sees their destructors' effects.
+  end();
+  if (scope != nullptr) leave(scope, this);
+  std::exchange(work, nullptr)->complete(owner);
+  owner.fiber_finished();
+}
+
+void fiber_record::wake() noexcept {
+  {
+    std::lock_guard<spinlock> g(park_lock_);
+    woken_ = true;
+  }
+  park_cv_.notify_all();
+}
+
+void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
+  std::unique_lock<spinlock> lk(park_lock_);
+  while (!woken_ && !(cancellable && is_cancelled(scope))) {
+    if (deadline == nullptr) {
+      park_cv_.wait(lk);
+    } else if (park_cv_.wait_until(lk, *deadline) == boost::fibers::cv_status::timeout) {
+      break;
+    }
+  }
+  woken_ = false;
+}
+
+// ---- unhandled exceptions --------------------------------------------------------------
+
+void reporter::report(std::exception_ptr e) noexcept {
+  try {
+    if (handler) {
+      handler(e);
+      return;
+    }
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      std::fprintf(stderr, "weft: unhandled exception in a fiber: %s\n", x.what());
+    } catch (...) {
+      std::fprintf(stderr, "weft: unhandled exception in a fiber (not a std::exception)\n");
+    }
+  } catch (...) {
+    std::fprintf(stderr, "weft: on_unhandled_exception threw; exception dropped\n");
+  }
+}
+
+void report_unhandled(pool& owner, std::exception_ptr e) noexcept { owner.unhandled->report(e); }
+
+// ---- the pool --------------------------------------------------------------------------
+
+namespace {
+
+executor_options checked(executor_options o) {
+  if (o.threads == 0) {
+    throw error(errc::invalid_argument,
+                "weft: executor_options::threads is 0; an executor needs at least 1 worker thread");
+  }
+  if (o.stack_size < 16 * 1024) {
+    throw error(errc::invalid_argument, "weft: executor_options::stack_size is " +
+                                            std::to_string(o.stack_size) +
+                                            " bytes; the minimum is 16384 (16 KiB)");
+  }
+  return o;
+}
+
+reporter* make_reporter(std::function<void(std::exception_ptr)> handler) {
+  auto* r = new reporter;
+  r->handler = std::move(handler);
+  return r;
+}
+
+}  // namespace
+
+pool::pool(executor& ex, executor_options options)
+    : owner(ex),
+      unhandled(make_reporter(options.on_unhandled_exception)),
+      stacks(options.stack_size, options.guard_pages),
+      options_(std::move(options)) {
+  try {
+    workers_.reserve(options_.threads);
+    for (unsigned i = 0; i < options_.threads; ++i) {
+      workers_.push_back(std::make_unique<worker_slot>());
+    }
+    threads_.reserve(options_.threads);
+    for (unsigned i = 0; i < options_.threads; ++i) {
+      threads_.emplace_back([this, i] { worker_main(i); });
+    }
+  } catch (...) {
+    exiting_.store(true);
+    for (auto& w : workers_) w->wake();
+    for (auto& t : threads_) t.join();
+    unhandled->release();
+    throw;
+  }
+}
+
+pool::~pool() { unhandled->release(); }
+
+void pool::worker_main(unsigned index) {
+  tl_pool = this;
+  // The thread's own record must exist before Boost's scheduler does, so that it is
+  // destroyed after it (thread_locals die in reverse order of construction).
+  fiber_state& thread_record = thread_state();
+  boost::fibers::use_scheduling_algorithm<algorithm>(*this, index, thread_record);
+  algorithm* algo = worker(index).algo;
+  for (;;) {
+    while (job* j = take_injected()) {
+      try {
+        launch(j);
+      } catch (...) {
+        // No fiber could be made (out of memory): the job fails instead of vanishing.
+        auto e = std::current_exception();
+        if (auto* t = dynamic_cast<task_base*>(j)) {
+          t->failure = e;
+        } else {
+          report_unhandled(*this, e);
+        }
+        j->complete(*this);
+        fiber_finished();
+      }
+    }
+    if (exiting()) break;
+    algo->park_main();
+  }
+}
+
+job* pool::take_injected() noexcept {
+  if (injected_.load(std::memory_order_seq_cst) == 0) return nullptr;
+  std::lock_guard<std::mutex> g(inject_mutex_);
+  job* j = inject_head_;
+  if (j == nullptr) return nullptr;
+  inject_head_ = j->next;
+  if (inject_head_ == nullptr) inject_tail_ = nullptr;
+  j->next = nullptr;
+  injected_.fetch_sub(1, std::memory_order_seq_cst);
+  return j;
+}
+
+void pool::launch(job* j) {
+  auto* rec = new fiber_record(*this, j);
+  try {
+    boost::fibers::fiber f(boost::fibers::launch::post,
+                           static_cast<boost::fibers::fiber_properties*>(rec), std::allocator_arg,
+                           stack_allocator{&stacks}, [rec]() noexcept { rec->main(); });
+    f.detach();
+  } catch (...) {
+    // Give the inherited context and scope back to the job, which still owns the work.
+    j->context = std::exchange(rec->own.root, nullptr);
+    j->scope = std::exchange(rec->scope, nullptr);
+    delete rec;
+    throw;
+  }
+}
+
+void pool::submit(job* j, cancel_scope* scope) {
+  if (const context_state* s = tl_context; s != nullptr && s->root != nullptr) {
+    j->context = s->root;
+    retain(j->context);
+  }
+  const fiber_state* f = tl_fiber;
+  j->scope = retain(scope != nullptr ? scope : (f != nullptr ? f->scope : nullptr));
+  if (tl_pool == this) {
+    live_.fetch_add(1, std::memory_order_relaxed);
+    try {
+      launch(j);
+    } catch (...) {
+      delete j;
+      fiber_finished();
+      throw;
+    }
+    return;
+  }
+  {
+    std::unique_lock<std::mutex> g(inject_mutex_);
+    if (closed_) {
+      g.unlock();
+      delete j;
+      throw error(errc::executor_closed,
+                  "weft: executor is shut down; spawn/post/run from outside the pool is refused");
+    }
+    live_.fetch_add(1, std::memory_order_relaxed);
+    if (inject_tail_ != nullptr) {
+      inject_tail_->next = j;
+    } else {
+      inject_head_ = j;
+    }
+    inject_tail_ = j;
+    injected_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  wake_sleeper(size());
+}
+
+void pool::fiber_finished() noexcept {
+  if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      closed_flag_.load(std::memory_order_seq_cst)) {
+    std::lock_guard<std::mutex> g(idle_mutex_);
+    idle_cv_.notify_all();
+  }
+}
+
+void pool::shutdown() noexcept {
+  std::lock_guard<std::mutex> g(inject_mutex_);
+  closed_ = true;
+  closed_flag_.store(true, std::memory_order_seq_cst);
+}
+
+void pool::join() {
+  if (tl_pool == this) {
+    throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
+                            "weft: executor::join() called from a fiber of the same executor");
+  }
+  shutdown();
+  std::unique_lock<std::mutex> lk(idle_mutex_);
+  if (joined_) return;
+  idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
+  exiting_.store(true, std::memory_order_seq_cst);
+  for (auto& w : workers_) w->wake();
+  for (auto& t : threads_) t.join();
+  joined_ = true;
+}
+
+void pool::wake_sleeper(unsigned except) noexcept {
+  const unsigned n = size();
+  for (unsigned i = 1; i <= n; ++i) {
+    worker_slot& w = *workers_[(except + i) % n];
+    if ((except + i) % n == except) continue;
+    if (w.sleeping.load(std::memory_order_seq_cst) &&
+        w.sleeping.exchange(false, std::memory_order_seq_cst)) {
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      w.wake();
+      return;
+    }
+  }
+}
+
+void pool::note_sleeping(worker_slot& w) noexcept {
+  w.sleeping.store(true, std::memory_order_seq_cst);
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void pool::note_awake(worker_slot& w) noexcept {
+  if (w.sleeping.exchange(false, std::memory_order_seq_cst)) {
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+}  // namespace detail
+
+// ---- executor --------------------------------------------------------------------------
+
+executor::executor() : executor(executor_options{}) {}
+
+executor::executor(unsigned threads) : executor([threads] {
+  executor_options o;
+  o.threads = threads;
+  return o;
+}()) {}
+
+executor::executor(executor_options options)
+    : pool_(std::make_unique<detail::pool>(*this, detail::checked(std::move(options)))) {}
+
+executor::~executor() {
+  try {
+    join();
+  } catch (...) {
+    // join() from inside the pool cannot wait; the destructor must not terminate.
+  }
+}
+
+void executor::submit(detail::job* j, detail::cancel_scope* scope) { pool_->submit(j, scope); }
+
+void executor::shutdown() noexcept { pool_->shutdown(); }
+
+void executor::join() { pool_->join(); }
+
+unsigned executor::thread_count() const noexcept { return pool_->size(); }
+
+executor* executor::current() noexcept {
+  detail::pool* p = detail::tl_pool;
+  return p != nullptr ? &p->owner : nullptr;
+}
+
+}  // namespace weft

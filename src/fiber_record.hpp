@@ -1,0 +1,77 @@
+// fiber_record.hpp: what the pool keeps for each of its fibers, and how a fiber blocks.
+#pragma once
+
+#include <chrono>
+
+#include <boost/fiber/condition_variable.hpp>
+#include <boost/fiber/properties.hpp>
+
+#include <weft/detail/fiber_state.hpp>
+#include <weft/detail/job.hpp>
+#include <weft/detail/spinlock.hpp>
+
+namespace weft::detail {
+
+using clock = std::chrono::steady_clock;
+
+// waiter is a fiber or thread blocked until something it waits for happens. The thing
+// waited for keeps a list of waiters under its own lock and wake()s them all.
+struct waiter {
+  waiter* next = nullptr;
+  bool linked = false;
+  virtual void wake() noexcept = 0;
+
+ protected:
+  ~waiter() = default;
+};
+
+// eh_state is the C++ runtime's per-thread exception bookkeeping (Itanium ABI
+// __cxa_eh_globals). It is saved and restored on every fiber switch, so a fiber may suspend
+// inside a catch block or in a destructor run by unwinding, even if it resumes elsewhere.
+struct eh_state {
+  void* caught = nullptr;
+  unsigned int uncaught = 0;
+};
+void save_eh(eh_state& into) noexcept;
+void restore_eh(const eh_state& from) noexcept;
+
+// fiber_record is the record of one pool fiber. Boost.Fiber owns it as the fiber's
+// properties (and deletes it with the fiber's context); the scheduler finds it through
+// context::get_properties() on every switch.
+class fiber_record final : public boost::fibers::fiber_properties,
+                           public fiber_state,
+                           public waiter {
+ public:
+  fiber_record(pool& owner, job* work) noexcept;
+  ~fiber_record() override;
+
+  // main() is the body of the fiber: run the job, end the fiber, tell the pool.
+  void main() noexcept;
+
+  // wake() ends a park(); callable from any thread.
+  void wake() noexcept override;
+
+  // park() suspends this fiber (the caller must be it) until wake(), the deadline, or -- if
+  // cancellable -- a cancellation request. Spurious returns are possible: callers loop.
+  void park(const clock::time_point* deadline, bool cancellable);
+
+  pool& owner;
+  job* work;
+  bool yielding = false;  // this_fiber::yield(): queue behind the others, not in front
+  eh_state eh;
+  fiber_record* scope_prev = nullptr;  // links among the fibers of the same cancel_scope
+  fiber_record* scope_next = nullptr;
+
+ private:
+  spinlock park_lock_;
+  bool woken_ = false;
+  boost::fibers::condition_variable_any park_cv_;
+};
+
+// current_record() is the calling pool fiber's record, or nullptr on a plain thread.
+inline fiber_record* current_record() noexcept {
+  fiber_state* f = tl_fiber;
+  return (f != nullptr && f->is_pool_fiber) ? static_cast<fiber_record*>(f) : nullptr;
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,91 @@
+// pool.hpp: the implementation of an executor: workers, submission, lifecycle.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <weft/executor.hpp>
+
+#include "scheduler.hpp"
+#include "stack_pool.hpp"
+
+namespace weft::detail {
+
+// reporter delivers unhandled exceptions; refcounted so a task handle that outlives its
+// executor can still report.
+struct reporter {
+  std::atomic<unsigned> refs{1};
+  std::function<void(std::exception_ptr)> handler;
+  void report(std::exception_ptr e) noexcept;
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+class pool {
+ public:
+  pool(executor& owner, executor_options options);
+  ~pool();
+
+  void submit(job* j, cancel_scope* scope);
+  void shutdown() noexcept;
+  void join();
+
+  // launch() starts the fiber for j on the calling worker thread.
+  void launch(job* j);
+  // fiber_finished() is the last thing a fiber does.
+  void fiber_finished() noexcept;
+
+  // main_wanted() is true when a worker's main fiber has something to do.
+  bool main_wanted() const noexcept {
+    return injected_.load(std::memory_order_seq_cst) != 0 ||
+           exiting_.load(std::memory_order_relaxed);
+  }
+  bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
+  job* take_injected() noexcept;
+
+  // wake_sleeper() wakes one sleeping worker other than `except` (if any sleeps).
+  void wake_sleeper(unsigned except) noexcept;
+  bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_seq_cst) != 0; }
+  void note_sleeping(worker_slot& w) noexcept;
+  void note_awake(worker_slot& w) noexcept;
+
+  unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+  worker_slot& worker(unsigned i) noexcept { return *workers_[i]; }
+
+  executor& owner;
+  reporter* const unhandled;
+  stack_pool stacks;
+
+ private:
+  void worker_main(unsigned index);
+
+  executor_options options_;
+  std::vector<std::unique_ptr<worker_slot>> workers_;
+  std::vector<std::thread> threads_;
+
+  std::mutex inject_mutex_;       // guards the queue of work submitted from outside
+  job* inject_head_ = nullptr;
+  job* inject_tail_ = nullptr;
+  bool closed_ = false;           // guarded by inject_mutex_
+  std::atomic<std::size_t> injected_{0};
+
+  std::atomic<bool> closed_flag_{false};
+  std::atomic<std::size_t> live_{0};  // accepted and not yet finished
+  std::atomic<bool> exiting_{false};
+  std::atomic<unsigned> sleepers_{0};
+  std::mutex idle_mutex_;
+  std::condition_variable idle_cv_;
+  bool joined_ = false;
+};
+
+// tl_pool is the pool whose worker the calling thread is, or nullptr.
+extern constinit thread_local pool* tl_pool WEFT_TLS_MODEL;
+
+}  // namespace weft::detail

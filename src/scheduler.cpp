@@ -1,0 +1,205 @@
+// scheduler.cpp: the per-executor work-stealing algorithm (see scheduler.hpp).
+#include "scheduler.hpp"
+
+#include <boost/fiber/type.hpp>
+
+#include "pool.hpp"
+
+namespace weft::detail {
+
+using boost::fibers::context;
+using boost::fibers::type;
+
+namespace {
+
+// Every kDispatchEvery picks the dispatcher runs even when fibers are ready: it frees
+// finished fibers' stacks, moves expired timers and cross-thread wake-ups to the ready queue.
+constexpr unsigned kDispatchEvery = 16;
+// Every kFairEvery picks the owner takes its oldest fiber instead of its newest, so two
+// fibers that keep waking each other cannot starve the rest of a single worker.
+constexpr unsigned kFairEvery = 61;
+// An idle worker looks for work this many times before it goes to sleep.
+constexpr unsigned kIdleSpins = 256;
+
+fiber_record* record_of(context* ctx) noexcept {
+  return static_cast<fiber_record*>(ctx->get_properties());
+}
+
+}  // namespace
+
+void ready_queue::grow() {
+  std::vector<context*> bigger(ring_.size() * 2);
+  const std::size_t n = size();
+  for (std::size_t i = 0; i < n; ++i) bigger[i] = ring_[(head_ + i) & mask()];
+  ring_.swap(bigger);
+  head_ = 0;
+  tail_ = n;
+}
+
+void ready_queue::push_top(context* c) {
+  if (size() == ring_.size()) grow();
+  ring_[tail_++ & mask()] = c;
+}
+
+void ready_queue::push_bottom(context* c) {
+  if (size() == ring_.size()) grow();
+  ring_[--head_ & mask()] = c;
+}
+
+void worker_slot::wake() noexcept {
+  {
+    std::lock_guard<std::mutex> g(sleep_mutex);
+    notified = true;
+  }
+  sleep_cv.notify_one();
+}
+
+algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) noexcept
+    : pool_(owner),
+      self_(owner.worker(index)),
+      index_(index),
+      thread_record_(thread_record),
+      main_(context::active()),
+      running_(context::active()),
+      rng_(index * 2654435761u + 1) {
+  self_.algo = this;
+}
+
+void algorithm::awakened(context* ctx) noexcept {
+  if (ctx->is_context(type::pinned_context)) {
+    if (ctx->is_context(type::dispatcher_context)) {
+      dispatcher_ = ctx;
+    } else {
+      main_ready_ = true;
+    }
+    return;
+  }
+  ctx->detach();
+  fiber_record* rec = record_of(ctx);
+  {
+    std::lock_guard<spinlock> g(self_.lock);
+    if (rec != nullptr && rec->yielding) {
+      rec->yielding = false;
+      self_.ready.push_bottom(ctx);
+    } else {
+      self_.ready.push_top(ctx);
+    }
+    self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
+  }
+  if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
+}
+
+context* algorithm::take_local() noexcept {
+  if (self_.ready_size.load(std::memory_order_relaxed) == 0) return nullptr;
+  std::lock_guard<spinlock> g(self_.lock);
+  if (self_.ready.empty()) return nullptr;
+  context* c = (ticks_ % kFairEvery == 0) ? self_.ready.pop_bottom() : self_.ready.pop_top();
+  self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
+  return c;
+}
+
+context* algorithm::steal() noexcept {
+  const unsigned n = pool_.size();
+  if (n < 2) return nullptr;
+  rng_ = rng_ * 1664525u + 1013904223u;
+  const unsigned start = rng_ % n;
+  for (unsigned i = 0; i < n; ++i) {
+    const unsigned v = (start + i) % n;
+    if (v == index_) continue;
+    worker_slot& victim = pool_.worker(v);
+    if (victim.ready_size.load(std::memory_order_relaxed) == 0) continue;
+    std::lock_guard<spinlock> g(victim.lock);
+    if (victim.ready.empty()) continue;
+    context* c = victim.ready.pop_bottom();
+    victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
+    return c;
+  }
+  return nullptr;
+}
+
+context* algorithm::pick_next() noexcept {
+  ++ticks_;
+  context* next = nullptr;
+  if (dispatcher_ != nullptr && (ticks_ % kDispatchEvery == 0 ||
+                                 self_.remote_pending.load(std::memory_order_relaxed))) {
+    next = dispatcher_;
+  } else if (main_parked_ && running_ != main_ && pool_.main_wanted()) {
+    main_parked_ = false;
+    next = main_;
+  } else if (main_ready_) {
+    main_ready_ = false;
+    next = main_;
+  } else if ((next = take_local()) != nullptr || (next = steal()) != nullptr) {
+    context::active()->attach(next);
+  } else {
+    next = dispatcher_;
+  }
+  if (next == dispatcher_ && next != nullptr) {
+    // The dispatcher is about to drain Boost's remote-ready queue.
+    dispatcher_ = nullptr;
+    self_.remote_pending.store(false, std::memory_order_relaxed);
+  }
+  return switch_to(next);
+}
+
+context* algorithm::switch_to(context* next) noexcept {
+  if (next == nullptr) return nullptr;  // only the dispatcher asks; it will suspend_until()
+  fiber_record* rec = record_of(next);
+  if (next != running_) {
+    fiber_record* out = record_of(running_);
+    save_eh(out ? out->eh : (running_ == main_ ? main_eh_ : dispatcher_eh_));
+    restore_eh(rec ? rec->eh : (next == main_ ? main_eh_ : dispatcher_eh_));
+    running_ = next;
+  }
+  fiber_state* f = rec ? static_cast<fiber_state*>(rec) : &thread_record_;
+  tl_fiber = f;
+  tl_context = f->current;
+  return next;
+}
+
+bool algorithm::work_visible() const noexcept {
+  if (self_.remote_pending.load(std::memory_order_seq_cst) || main_ready_ ||
+      (main_parked_ && pool_.main_wanted())) {
+    return true;
+  }
+  for (unsigned i = 0; i < pool_.size(); ++i) {
+    if (pool_.worker(i).ready_size.load(std::memory_order_seq_cst) != 0) return true;
+  }
+  return false;
+}
+
+void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
+  for (unsigned i = 0; i < kIdleSpins; ++i) {
+    if (work_visible()) return;
+    spin_pause();
+  }
+  pool_.note_sleeping(self_);
+  if (!work_visible()) {
+    std::unique_lock<std::mutex> lk(self_.sleep_mutex);
+    auto woken = [this] { return self_.notified; };
+    if (deadline == std::chrono::steady_clock::time_point::max()) {
+      self_.sleep_cv.wait(lk, woken);
+    } else {
+      self_.sleep_cv.wait_until(lk, deadline, woken);
+    }
+    self_.notified = false;
+  }
+  pool_.note_awake(self_);
+}
+
+void algorithm::notify() noexcept {
+  self_.remote_pending.store(true, std::memory_order_seq_cst);
+  self_.wake();
+}
+
+bool algorithm::has_ready_fibers() const noexcept {
+  return self_.ready_size.load(std::memory_order_relaxed) != 0 || main_ready_ ||
+         dispatcher_ != nullptr;
+}
+
+void algorithm::park_main() noexcept {
+  main_parked_ = true;
+  context::active()->suspend();
+}
+
+}  // namespace weft::detail

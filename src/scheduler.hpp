@@ -1,0 +1,104 @@
+// scheduler.hpp: weft's per-executor Boost.Fiber scheduling algorithm.
+//
+// Each worker thread has a ready deque. The owner pushes and pops at the top (newest first:
+// a fiber's children run while its stack is still hot, and skynet-like trees keep only
+// depth x fan-out fibers alive); thieves take from the bottom (oldest first). Yielding fibers
+// go to the bottom so they let everyone else run. The pinned main and dispatcher contexts
+// are kept out of the deque (they must never be stolen). Idle workers spin briefly, then
+// sleep on a condition variable; a worker that queues stealable work wakes one sleeper.
+//
+// All state that other threads touch lives in worker_slot, owned by the pool and outliving
+// every worker thread: waking a worker never touches a Boost scheduler that may be gone.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <vector>
+
+#include <boost/fiber/algo/algorithm.hpp>
+#include <boost/fiber/context.hpp>
+
+#include <weft/detail/fiber_state.hpp>
+#include <weft/detail/spinlock.hpp>
+
+#include "fiber_record.hpp"
+
+namespace weft::detail {
+
+class pool;
+class algorithm;
+
+// ready_queue is a growable ring of ready fibers, locked by its worker_slot.
+class ready_queue {
+ public:
+  ready_queue() : ring_(1024) {}
+  bool empty() const noexcept { return head_ == tail_; }
+  std::size_t size() const noexcept { return tail_ - head_; }
+  void push_top(boost::fibers::context* c);
+  void push_bottom(boost::fibers::context* c);
+  boost::fibers::context* pop_top() noexcept { return ring_[--tail_ & mask()]; }
+  boost::fibers::context* pop_bottom() noexcept { return ring_[head_++ & mask()]; }
+
+ private:
+  std::size_t mask() const noexcept { return ring_.size() - 1; }
+  void grow();
+  std::vector<boost::fibers::context*> ring_;
+  std::size_t head_ = 0;  // bottom
+  std::size_t tail_ = 0;  // top (one past)
+};
+
+// worker_slot is the pool-owned part of one worker.
+struct alignas(64) worker_slot {
+  spinlock lock;                        // guards ready
+  ready_queue ready;
+  std::atomic<std::size_t> ready_size{0};  // lock-free hint for thieves
+  std::atomic<bool> sleeping{false};
+  std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
+  std::mutex sleep_mutex;
+  std::condition_variable sleep_cv;
+  bool notified = false;                 // guarded by sleep_mutex
+  algorithm* algo = nullptr;             // set while the worker thread runs
+
+  // wake() ends (or pre-empts) this worker's next sleep.
+  void wake() noexcept;
+};
+
+class algorithm final : public boost::fibers::algo::algorithm {
+ public:
+  algorithm(pool& owner, unsigned index, fiber_state& thread_record) noexcept;
+
+  void awakened(boost::fibers::context* ctx) noexcept override;
+  boost::fibers::context* pick_next() noexcept override;
+  bool has_ready_fibers() const noexcept override;
+  void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override;
+  void notify() noexcept override;
+
+  // park_main() suspends the worker's main fiber until the pool wants it (work submitted
+  // from outside, or exit). Called by the main fiber only.
+  void park_main() noexcept;
+
+ private:
+  boost::fibers::context* steal() noexcept;
+  boost::fibers::context* take_local() noexcept;
+  bool work_visible() const noexcept;
+  boost::fibers::context* switch_to(boost::fibers::context* next) noexcept;
+
+  pool& pool_;
+  worker_slot& self_;
+  unsigned index_;
+  fiber_state& thread_record_;
+  boost::fibers::context* main_ = nullptr;        // the worker's main context
+  boost::fibers::context* dispatcher_ = nullptr;  // set while the dispatcher is ready
+  bool main_ready_ = false;                       // main woken by a Boost primitive
+  bool main_parked_ = false;                      // main waits in park_main()
+  boost::fibers::context* running_;               // what this thread runs now
+  eh_state main_eh_;
+  eh_state dispatcher_eh_;
+  unsigned ticks_ = 0;
+  unsigned rng_;
+};
+
+}  // namespace weft::detail

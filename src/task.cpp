@@ -1,0 +1,56 @@
+// task.cpp: waiting on a spawned fiber and publishing its outcome.
+#include <weft/task.hpp>
+
+#include "pool.hpp"
+#include "waiting.hpp"
+
+namespace weft::detail {
+
+void task_base::wait() {
+  block(lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
+}
+
+bool task_base::wait_until(clock::time_point deadline) {
+  return block(lock, waiters, [this] { return finished.load(std::memory_order_relaxed); },
+               &deadline, true);
+}
+
+void task_base::complete(pool& owner) noexcept {
+  if (failure) {
+    unhandled = owner.unhandled;
+    unhandled->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  bool report;
+  {
+    std::lock_guard<spinlock> g(lock);
+    finished.store(true, std::memory_order_release);
+    wake_all(waiters);
+    report = handle_dropped && failure && !retrieved;
+  }
+  if (report) unhandled->report(failure);
+  release();
+}
+
+void task_base::drop_handle() noexcept {
+  bool report;
+  {
+    std::lock_guard<spinlock> g(lock);
+    handle_dropped = true;
+    report = finished.load(std::memory_order_relaxed) && failure && !retrieved;
+  }
+  if (report) unhandled->report(failure);
+  release();
+}
+
+void task_base::rethrow_failure() {
+  if (failure) {
+    retrieved = true;
+    std::rethrow_exception(failure);
+  }
+}
+
+task_base::~task_base() {
+  if (unhandled != nullptr) unhandled->release();
+}
+
+}  // namespace weft::detail

@@ -1,0 +1,107 @@
+// waiting.hpp: blocking a fiber or a plain thread until a condition holds.
+//
+// The object waited for (a task, a task group) guards its state and a list of waiters with
+// one spinlock; whoever changes the state wakes the list while holding that lock, and a
+// waiter unlinks itself under the same lock before it returns, so a wake never touches a
+// waiter that is gone. A pool fiber parks (suspends; the worker runs other fibers), a plain
+// thread blocks on a condition variable.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include <weft/detail/spinlock.hpp>
+
+#include "cancel_scope.hpp"
+#include "fiber_record.hpp"
+
+namespace weft::detail {
+
+// thread_waiter is a plain thread blocked in block().
+struct thread_waiter final : waiter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool woken = false;
+
+  void wake() noexcept override {
+    std::lock_guard<std::mutex> g(mutex);
+    woken = true;
+    cv.notify_all();
+  }
+
+  void park(const clock::time_point* deadline) {
+    std::unique_lock<std::mutex> lk(mutex);
+    if (deadline) {
+      cv.wait_until(lk, *deadline, [this] { return woken; });
+    } else {
+      cv.wait(lk, [this] { return woken; });
+    }
+    woken = false;
+  }
+};
+
+inline void link(waiter*& list, waiter* w) noexcept {
+  if (w->linked) return;
+  w->next = list;
+  list = w;
+  w->linked = true;
+}
+
+inline void unlink(waiter*& list, waiter* w) noexcept {
+  if (!w->linked) return;
+  for (waiter** p = &list; *p != nullptr; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      break;
+    }
+  }
+  w->linked = false;
+}
+
+// wake_all() wakes and unlinks every waiter; call it with the guarding lock held.
+inline void wake_all(waiter*& list) noexcept {
+  for (waiter* w = list; w != nullptr;) {
+    waiter* next = w->next;
+    w->linked = false;
+    w->wake();
+    w = next;
+  }
+  list = nullptr;
+}
+
+// block() returns true once ready() holds (evaluated under lock), false if the deadline
+// passed first. On a pool fiber with cancellable set it is a cancellation point: it throws
+// weft::error(cancelled) when the fiber's cancellation is requested before ready() holds.
+template <class Ready>
+bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* deadline,
+           bool cancellable) {
+  fiber_record* self = current_record();
+  thread_waiter thread_self;
+  waiter* w = self ? static_cast<waiter*>(self) : static_cast<waiter*>(&thread_self);
+  for (;;) {
+    bool cancelled = false;
+    {
+      std::lock_guard<spinlock> g(lock);
+      if (ready()) {
+        unlink(list, w);
+        return true;
+      }
+      cancelled = cancellable && self && is_cancelled(self->scope);
+      if (cancelled || (deadline && clock::now() >= *deadline)) {
+        unlink(list, w);
+        if (!cancelled) return false;
+      } else {
+        link(list, w);
+      }
+    }
+    if (cancelled) throw_cancelled();
+    if (self) {
+      self->park(deadline, cancellable);
+    } else {
+      thread_self.park(deadline);
+    }
+  }
+}
+
+}  // namespace weft::detail
