@@ -1,1 +1,315 @@
+// Tests of context_var, token, context, copy_context and bind_context (API.md "Context
+// variables"), on plain threads.
 #include <catch2/catch.hpp>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include <weft/context.hpp>
+#include <weft/context_var.hpp>
+
+#include "test_support.hpp"
+
+using test::code_of;
+using test::counted_value;
+using weft::errc;
+
+static_assert(!std::is_copy_constructible_v<weft::context_var<int>>);
+static_assert(!std::is_move_constructible_v<weft::context_var<int>>);
+static_assert(!std::is_copy_assignable_v<weft::context_var<int>>);
+static_assert(!std::is_copy_constructible_v<weft::token<int>>);
+static_assert(std::is_nothrow_move_constructible_v<weft::token<int>>);
+static_assert(std::is_nothrow_move_assignable_v<weft::token<int>>);
+static_assert(std::is_nothrow_copy_constructible_v<weft::context>);
+static_assert(std::is_nothrow_move_constructible_v<weft::context>);
+static_assert(std::is_nothrow_default_constructible_v<weft::context>);
+static_assert(
+    !std::is_copy_constructible_v<decltype(std::declval<weft::context_var<int>&>().scoped(1))>);
+
+namespace {
+weft::context_var<std::string> request_id("request_id");
+weft::context_var<int> tenant("tenant", 7);
+}  // namespace
+
+TEST_CASE("an unbound variable without default refuses get() with lookup_failed naming it",
+          "[context]") {
+  weft::context_var<int> v("answer");
+  CHECK(v.name() == "answer");
+  CHECK(v.try_get() == nullptr);
+  CHECK(v.get_or(3) == 3);
+  CHECK(code_of([&] { (void)v.get(); }) == int(errc::lookup_failed));
+  CHECK(test::message_of([&] { (void)v.get(); }) ==
+        "weft: context_var 'answer' has no value and no default");
+}
+
+TEST_CASE("a default is returned until a value is bound, and again after reset", "[context]") {
+  weft::context_var<int> v("v", 5);
+  CHECK(v.get() == 5);
+  CHECK(v.get_or(1) == 5);
+  auto t = v.set(6);
+  CHECK(v.get() == 6);
+  CHECK(*v.try_get() == 6);
+  CHECK(t.old_value() == nullptr);
+  v.reset(t);
+  CHECK(v.get() == 5);
+  CHECK(weft::copy_context().find(v) == nullptr);  // defaults are not bindings
+}
+
+TEST_CASE("tokens record the old value and become used on reset", "[context]") {
+  weft::context_var<int> v("v");
+  auto t1 = v.set(1);
+  auto t2 = v.set(2);
+  CHECK(&t2.var() == &v);
+  REQUIRE(t2.old_value() != nullptr);
+  CHECK(*t2.old_value() == 1);
+  CHECK_FALSE(t2.used());
+  v.reset(t2);
+  CHECK(t2.used());
+  CHECK(*t2.old_value() == 1);  // still readable after use
+  CHECK(v.get() == 1);
+  CHECK(code_of([&] { v.reset(t2); }) == int(errc::token_used));
+  v.reset(t1);
+  CHECK(v.try_get() == nullptr);
+}
+
+TEST_CASE("resets need not be LIFO: each restores the value from before its own set", "[context]") {
+  weft::context_var<int> v("v");
+  weft::context ctx;
+  ctx.run([&] {
+    auto t1 = v.set(1);
+    auto t2 = v.set(2);
+    auto t3 = v.set(3);
+    v.reset(t1);  // back to unbound, like Python
+    CHECK(v.try_get() == nullptr);
+    v.reset(t3);  // back to 2
+    CHECK(v.get() == 2);
+    v.reset(t2);
+    CHECK(v.get() == 1);
+  });
+}
+
+TEST_CASE("reset refuses a token of another variable, and a moved-from token", "[context]") {
+  weft::context_var<int> a("a"), b("b");
+  auto ta = a.set(1);
+  CHECK(code_of([&] { b.reset(ta); }) == int(errc::token_wrong_var));
+  CHECK(test::message_of([&] { b.reset(ta); }).find("'b'") != std::string::npos);
+  auto moved = std::move(ta);
+  CHECK(ta.used());
+  CHECK(code_of([&] { a.reset(ta); }) == int(errc::token_used));
+  a.reset(moved);
+  CHECK(a.try_get() == nullptr);
+}
+
+TEST_CASE("reset refuses a token made in another context", "[context]") {
+  weft::context_var<int> v("v");
+  auto outer = v.set(1);
+  weft::context ctx;
+  ctx.run([&] {
+    CHECK(code_of([&] { v.reset(outer); }) == int(errc::token_wrong_context));
+    auto inner = v.set(2);
+    weft::context other;
+    other.run([&] { CHECK(code_of([&] { v.reset(inner); }) == int(errc::token_wrong_context)); });
+    v.reset(inner);
+  });
+  std::thread([&] {
+    CHECK(code_of([&] { v.reset(outer); }) == int(errc::token_wrong_context));
+  }).join();
+  CHECK_FALSE(outer.used());
+  v.reset(outer);
+}
+
+TEST_CASE("context::run keeps changes in the object and hides them outside", "[context]") {
+  weft::context_var<int> v("v");
+  auto t = v.set(1);
+  weft::context ctx = weft::copy_context();
+  ctx.run([&] {
+    CHECK(v.get() == 1);
+    (void)v.set(2);
+    CHECK(v.get() == 2);
+  });
+  CHECK(v.get() == 1);
+  CHECK(*ctx.find(v) == 2);
+  ctx.run([&] { CHECK(v.get() == 2); });  // a second run sees the first's changes
+  CHECK(ctx.run([](int x, int y) { return x + y + 0; }, 2, 3) == 5);
+  v.reset(t);
+}
+
+TEST_CASE("running a context that is already being run is refused", "[context]") {
+  weft::context ctx;
+  ctx.run([&] { CHECK(code_of([&] { ctx.run([] {}); }) == int(errc::context_already_entered)); });
+  ctx.run([] {});  // not entered any more
+  weft::context copy = ctx;
+  ctx.run([&] { copy.run([] {}); });  // a copy is another context
+}
+
+TEST_CASE("an exception leaving run restores the outer context", "[context]") {
+  weft::context_var<int> v("v", 0);
+  weft::context ctx;
+  CHECK_THROWS_AS(ctx.run([&] {
+    (void)v.set(9);
+    throw std::runtime_error("boom");
+  }),
+                  std::runtime_error);
+  CHECK(v.get() == 0);
+  CHECK(*ctx.find(v) == 9);
+  ctx.run([] {});  // and the object is not left entered
+}
+
+TEST_CASE("a scoped binding resets at scope exit, also on exception", "[context]") {
+  weft::context_var<int> v("v", 0);
+  {
+    auto g = v.scoped(1);
+    CHECK(v.get() == 1);
+    {
+      auto g2 = v.scoped(2);
+      CHECK(v.get() == 2);
+    }
+    CHECK(v.get() == 1);
+  }
+  CHECK(v.get() == 0);
+  try {
+    auto g = v.scoped(3);
+    throw 1;
+  } catch (int) {
+  }
+  CHECK(v.get() == 0);
+}
+
+TEST_CASE("copies of a context are independent snapshots", "[context]") {
+  weft::context_var<int> v("v");
+  weft::context_var<int> w("w");
+  weft::context fresh;
+  fresh.run([&] {
+    auto t = v.set(1);
+    weft::context a = weft::copy_context();
+    auto t2 = v.set(2);
+    weft::context b = weft::copy_context();
+    CHECK(*a.find(v) == 1);
+    CHECK(*b.find(v) == 2);
+    CHECK(a.size() == 1);
+    CHECK(a.contains(v));
+    CHECK_FALSE(a.contains(w));
+    a.run([&] { (void)w.set(5); });
+    CHECK(a.size() == 2);
+    CHECK(b.size() == 1);
+    weft::context c = a;
+    a.run([&] { (void)v.set(10); });
+    CHECK(*c.find(v) == 1);
+    CHECK(weft::context().size() == 0);
+    v.reset(t2);
+    v.reset(t);
+  });
+}
+
+TEST_CASE("new threads start with an empty context", "[context]") {
+  auto t = request_id.set("r1");
+  auto t2 = tenant.set(1);
+  std::thread([] {
+    CHECK(request_id.try_get() == nullptr);
+    CHECK(tenant.get() == 7);
+    CHECK(weft::copy_context().size() == 0);
+    auto t3 = request_id.set("thread");
+    CHECK(request_id.get() == "thread");
+  }).join();
+  CHECK(request_id.get() == "r1");
+  tenant.reset(t2);
+  request_id.reset(t);
+}
+
+TEST_CASE("bind_context runs in the context current at bind time, on any thread", "[context]") {
+  weft::context_var<int> v("v", 0);
+  auto t = v.set(1);
+  auto f = weft::bind_context([&](int add) {
+    const int seen = v.get();
+    (void)v.set(seen + 100);  // not kept between calls
+    return seen + add;
+  });
+  auto t2 = v.set(2);  // later sets do not reach the bound callable
+  CHECK(f(10) == 11);
+  CHECK(f(10) == 11);
+  int from_thread = 0;
+  std::thread([&] { from_thread = f(20); }).join();
+  CHECK(from_thread == 21);
+  CHECK(v.get() == 2);
+  v.reset(t2);
+  v.reset(t);
+}
+
+TEST_CASE("values are destroyed exactly when the last snapshot holding them goes", "[context]") {
+  REQUIRE(counted_value::alive == 0);
+  {
+    weft::context_var<counted_value> v("counted");
+    weft::context ctx;
+    ctx.run([&] {
+      auto t1 = v.set(counted_value(1));
+      CHECK(counted_value::alive == 1);
+      weft::context snap = weft::copy_context();
+      auto t2 = v.set(counted_value(2));
+      CHECK(counted_value::alive == 2);  // snap and t2 hold the first value
+      v.reset(t2);                       // the second is gone: nothing holds it
+      CHECK(counted_value::alive == 1);
+      v.reset(t1);
+      CHECK(counted_value::alive == 1);  // snap still holds the first
+    });
+    CHECK(counted_value::alive == 0);
+    ctx.run([&] { (void)v.set(counted_value(3)); });
+    CHECK(counted_value::alive == 1);  // kept in ctx
+  }
+  CHECK(counted_value::alive == 0);
+}
+
+TEST_CASE("move-only values can be bound", "[context]") {
+  weft::context_var<std::unique_ptr<int>> v("ptr");
+  auto t = v.set(std::make_unique<int>(4));
+  CHECK(*v.get() == 4);
+  auto t2 = v.set(nullptr);
+  CHECK(v.get() == nullptr);
+  REQUIRE(t2.old_value() != nullptr);
+  CHECK(**t2.old_value() == 4);
+  v.reset(t2);
+  CHECK(*v.get() == 4);
+  v.reset(t);
+}
+
+TEST_CASE("a throwing value constructor leaves the context exactly as it was", "[context]") {
+  struct fragile {
+    int v;
+    explicit fragile(int x) : v(x) {}
+    fragile(const fragile& o) : v(o.v) {
+      if (o.v < 0) throw std::runtime_error("copy refused");
+    }
+    fragile(fragile&& o) : fragile(static_cast<const fragile&>(o)) {}
+  };
+  weft::context_var<fragile> v("fragile");
+  auto t = v.set(fragile(1));
+  const weft::context before = weft::copy_context();
+  CHECK_THROWS_AS(v.set(fragile(-1)), std::runtime_error);
+  CHECK(v.get().v == 1);
+  CHECK(weft::copy_context().size() == before.size());
+  v.reset(t);
+}
+
+TEST_CASE("a thousand variables, and slots beyond one trie level", "[context]") {
+  const int n = GENERATE(40, 1000, 1100);
+  std::vector<std::unique_ptr<weft::context_var<int>>> vars;
+  for (int i = 0; i < n; ++i) {
+    vars.push_back(std::make_unique<weft::context_var<int>>("v" + std::to_string(i)));
+  }
+  weft::context ctx;
+  ctx.run([&] {
+    for (int i = 0; i < n; ++i)
+      (void)vars[i]->set(i);
+    const weft::context snap = weft::copy_context();
+    for (int i = 0; i < n; i += 2)
+      (void)vars[i]->set(-i);
+    for (int i = 0; i < n; ++i) {
+      REQUIRE(vars[i]->get() == (i % 2 == 0 ? -i : i));
+      REQUIRE(*snap.find(*vars[i]) == i);
+    }
+    CHECK(snap.size() == std::size_t(n));
+  });
+  CHECK(ctx.size() == std::size_t(n));
+}
