@@ -1,1 +1,458 @@
+// Tests of executor, task, weft::spawn and this_fiber (API.md "Execution"), over several
+// worker counts.
 #include <catch2/catch.hpp>
+
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using test::code_of;
+using weft::errc;
+
+static_assert(!std::is_copy_constructible_v<weft::executor>);
+static_assert(!std::is_move_constructible_v<weft::executor>);
+static_assert(!std::is_copy_constructible_v<weft::task<int>>);
+static_assert(std::is_nothrow_move_constructible_v<weft::task<int>>);
+static_assert(std::is_nothrow_move_assignable_v<weft::task<void>>);
+
+namespace {
+weft::context_var<std::string> request("request");
+weft::context_var<int> depth("depth", 0);
+
+// thread_now() is the calling thread's id, read afresh: glibc declares pthread_self()
+// const, so inline calls around a fiber switch may be folded into one stale read.
+[[gnu::noipa]] std::thread::id thread_now() { return std::this_thread::get_id(); }
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+}  // namespace
+
+TEST_CASE("tasks deliver values, references, void and exceptions", "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u, 8u);
+  weft::executor ex(threads);
+  CHECK(ex.thread_count() == threads);
+  CHECK(ex.spawn([](int a, int b) { return a * b; }, 6, 7).get() == 42);
+  int target = 0;
+  int& ref = ex.spawn([&]() -> int& { return target; }).get();
+  CHECK(&ref == &target);
+  auto v = ex.spawn([] {});
+  v.get();
+  CHECK_FALSE(v.valid());
+  auto bad = ex.spawn([]() -> int { throw std::runtime_error("boom"); });
+  CHECK_THROWS_WITH(bad.get(), "boom");
+  CHECK(ex.run([] { return std::string("ran"); }) == "ran");
+  auto moved_only = ex.spawn([p = std::make_unique<int>(3)] { return *p; });
+  CHECK(moved_only.get() == 3);
+}
+
+TEST_CASE("task misuse throws future_error(no_state), never UB", "[executor]") {
+  weft::executor ex(1);
+  auto t = ex.spawn([] { return 1; });
+  CHECK(t.get() == 1);
+  CHECK_THROWS_AS(t.get(), std::future_error);
+  try {
+    t.get();
+  } catch (const std::future_error& e) {
+    CHECK(e.code() == std::future_errc::no_state);
+  }
+  auto a = ex.spawn([] { return 2; });
+  auto b = std::move(a);
+  CHECK_FALSE(a.valid());
+  CHECK_THROWS_AS(a.wait(), std::future_error);
+  CHECK_FALSE(a.ready());
+  CHECK(b.get() == 2);
+  weft::task<int> none;
+  CHECK_FALSE(none.valid());
+  CHECK_THROWS_AS(none.wait_for(1ms), std::future_error);
+}
+
+TEST_CASE("an empty std::function fails its task with bad_function_call; the pool goes on",
+          "[executor]") {
+  weft::executor ex(2);
+  std::function<int()> empty;
+  CHECK_THROWS_AS(ex.spawn(empty).get(), std::bad_function_call);
+  CHECK(ex.run([] { return 5; }) == 5);
+}
+
+TEST_CASE("a fiber starts with its spawner's context, from a plain thread or a fiber",
+          "[executor][context]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u, 8u);
+  weft::executor ex(threads);
+  weft::context fresh;
+  fresh.run([&] {
+    auto t = request.set("from-thread");
+    auto child = ex.spawn([] {
+      CHECK(request.get() == "from-thread");
+      auto t2 = request.set("parent-fiber");
+      auto grandchild = weft::spawn([] { return request.get(); });
+      auto t3 = request.set("parent-later");  // after spawn: the child does not see it
+      std::string seen = grandchild.get();
+      CHECK(request.get() == "parent-later");
+      return seen;
+    });
+    request.reset(t);
+    CHECK(child.get() == "parent-fiber");
+    CHECK(request.try_get() == nullptr);  // nothing the fiber set came back
+  });
+}
+
+TEST_CASE("children, siblings and parents never see each other's sets", "[executor][context]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  ex.run([] {
+    auto t = depth.set(1);
+    std::vector<weft::task<int>> kids;
+    for (int i = 0; i < 16; ++i) {
+      kids.push_back(weft::spawn([i] {
+        CHECK(depth.get() == 1);
+        (void)depth.set(100 + i);
+        weft::this_fiber::yield();
+        return depth.get();
+      }));
+    }
+    for (int i = 0; i < 16; ++i) CHECK(kids[i].get() == 100 + i);
+    CHECK(depth.get() == 1);
+  });
+  CHECK(depth.get() == 0);
+}
+
+namespace {
+int chain(int n) {
+  if (n == 0) return depth.get();
+  auto guard = depth.scoped(depth.get() + 1);
+  return weft::spawn(chain, n - 1).get();
+}
+}  // namespace
+
+TEST_CASE("a 200-deep chain of nested spawns inherits level by level", "[executor][context]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(weft::executor_options{threads, 64 * 1024, false, {}});
+  CHECK(ex.run(chain, 200) == 200);
+}
+
+TEST_CASE("thousands of concurrent requests each keep their own id across many yields",
+          "[executor][context]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u, 8u);
+  weft::executor ex(threads);
+  constexpr int kRequests = 2000;
+  std::atomic<int> wrong{0}, done{0};
+  std::vector<weft::task<void>> tasks;
+  for (int i = 0; i < kRequests; ++i) {
+    weft::context c;
+    c.run([&] {
+      auto t = request.set("req-" + std::to_string(i));
+      tasks.push_back(ex.spawn([&wrong, &done, i] {
+        const std::string mine = "req-" + std::to_string(i);
+        auto inner = [&] {  // a nested call reads it, no parameter passed
+          if (request.get() != mine) ++wrong;
+        };
+        for (int k = 0; k < 20; ++k) {
+          inner();
+          weft::this_fiber::yield();
+        }
+        auto child = weft::spawn([&] { inner(); });
+        child.get();
+        inner();
+        ++done;
+      }));
+    });
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(wrong == 0);
+  CHECK(done == kRequests);
+}
+
+TEST_CASE("fibers that migrate between workers keep their context and fiber_local values",
+          "[executor][context]") {
+  const unsigned threads = GENERATE(2u, 4u);
+  weft::executor ex(threads);
+  static weft::fiber_local<int> local;
+  std::atomic<int> wrong{0}, migrations{0};
+  std::vector<weft::task<void>> tasks;
+  for (int i = 0; i < 400; ++i) {
+    tasks.push_back(ex.spawn([&, i] {
+      auto t = depth.set(i);
+      local.get() = i;
+      auto where = thread_now();
+      for (int k = 0; k < 50; ++k) {
+        if (k % 10 == 0) weft::this_fiber::sleep_for(100us);
+        weft::this_fiber::yield();
+        if (thread_now() != where) {
+          ++migrations;
+          where = thread_now();
+        }
+        if (depth.get() != i || local.get() != i) ++wrong;
+      }
+    }));
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(wrong == 0);
+  INFO("migrations observed: " << migrations.load());
+  CHECK(migrations > 0);
+}
+
+TEST_CASE("many executors side by side, and twenty in a row", "[executor]") {
+  {
+    std::vector<std::unique_ptr<weft::executor>> pools;
+    for (int i = 0; i < 6; ++i) pools.push_back(std::make_unique<weft::executor>(2));
+    std::vector<weft::task<int>> tasks;
+    for (int i = 0; i < 6; ++i) {
+      tasks.push_back(pools[i]->spawn([i, &pools] {
+        CHECK(weft::executor::current() == pools[i].get());
+        return weft::spawn([i] { return i * 10; }).get();
+      }));
+    }
+    for (int i = 0; i < 6; ++i) CHECK(tasks[i].get() == i * 10);
+  }
+  for (int round = 0; round < 20; ++round) {
+    weft::executor ex(1 + round % 4);
+    CHECK(ex.run([round] { return round; }) == round);
+  }
+}
+
+TEST_CASE("executor::current and weft::spawn outside a pool", "[executor]") {
+  CHECK(weft::executor::current() == nullptr);
+  CHECK(code_of([] { (void)weft::spawn([] {}); }) == int(errc::not_in_executor));
+  weft::executor ex(2);
+  CHECK(ex.run([] { return weft::executor::current(); }) == &ex);
+}
+
+TEST_CASE("bad options are refused with invalid_argument saying what was given",
+          "[executor]") {
+  weft::executor_options zero;
+  zero.threads = 0;
+  CHECK(code_of([&] { weft::executor ex(zero); }) == int(errc::invalid_argument));
+  CHECK(code_of([] { weft::executor ex(0u); }) == int(errc::invalid_argument));
+  weft::executor_options tiny;
+  tiny.threads = 1;
+  tiny.stack_size = 8 * 1024;
+  CHECK(code_of([&] { weft::executor ex(tiny); }) == int(errc::invalid_argument));
+  CHECK(test::message_of([&] { weft::executor ex(tiny); }).find("8192") != std::string::npos);
+}
+
+TEST_CASE("after shutdown, outside submissions are refused and inside spawns still run",
+          "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  std::atomic<int> finished{0};
+  std::atomic<bool> release{false};
+  auto parent = ex.spawn([&] {
+    while (!release) weft::this_fiber::sleep_for(1ms);
+    std::vector<weft::task<void>> kids;  // spawned after shutdown(), from inside
+    for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn([&] { ++finished; }));
+    for (auto& k : kids) k.get();
+    ++finished;
+  });
+  ex.shutdown();
+  CHECK(code_of([&] { (void)ex.spawn([] {}); }) == int(errc::executor_closed));
+  CHECK(code_of([&] { ex.post([] {}); }) == int(errc::executor_closed));
+  CHECK(code_of([&] { (void)ex.run([] { return 1; }); }) == int(errc::executor_closed));
+  CHECK(test::message_of([&] { ex.post([] {}); }).find("shut down") != std::string::npos);
+  release = true;
+  parent.get();
+  ex.join();
+  CHECK(finished == 11);
+  ex.join();  // a second join returns at once
+}
+
+TEST_CASE("shutdown with work in flight loses nothing; the destructor drains", "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  std::atomic<int> done{0};
+  constexpr int kTop = 200;
+  {
+    weft::executor ex(threads);
+    for (int i = 0; i < kTop; ++i) {
+      ex.post([&done] {
+        weft::this_fiber::sleep_for(1ms);
+        for (int k = 0; k < 3; ++k) {
+          weft::executor::current()->post([&done] {
+            weft::this_fiber::yield();
+            ++done;
+          });
+        }
+        ++done;
+      });
+    }
+    ex.shutdown();
+  }  // ~executor: join
+  CHECK(done == kTop * 4);
+}
+
+TEST_CASE("unhandled exceptions of posted work and dropped tasks reach the handler",
+          "[executor]") {
+  std::mutex m;
+  std::vector<std::string> seen;
+  weft::executor_options o;
+  o.threads = 2;
+  o.on_unhandled_exception = [&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      std::lock_guard<std::mutex> g(m);
+      seen.push_back(x.what());
+    }
+  };
+  {
+    weft::executor ex(o);
+    ex.post([] { throw std::runtime_error("posted"); });
+    (void)ex.spawn([] {
+      weft::this_fiber::sleep_for(5ms);
+      throw std::runtime_error("dropped-before");
+    });
+    auto t = ex.spawn([]() -> int { throw std::runtime_error("dropped-after"); });
+    t.wait();
+    t = weft::task<int>();  // dropped after it failed, never got
+    auto got = ex.spawn([]() -> int { throw std::runtime_error("retrieved"); });
+    CHECK_THROWS(got.get());
+  }
+  std::set<std::string> s(seen.begin(), seen.end());
+  CHECK(s == std::set<std::string>{"posted", "dropped-before", "dropped-after"});
+  CHECK(seen.size() == 3);
+}
+
+TEST_CASE("run() from inside a 1-thread pool suspends instead of deadlocking", "[executor]") {
+  weft::executor ex(1);
+  CHECK(ex.run([&ex] { return ex.run([&ex] { return ex.run([] { return 3; }) + 1; }) + 1; }) ==
+        5);
+}
+
+TEST_CASE("wait_for times out on a slow task and succeeds on a finished one", "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  auto slow = ex.spawn([] { weft::this_fiber::sleep_for(300ms); });
+  CHECK_FALSE(slow.wait_for(20ms));
+  CHECK_FALSE(slow.ready());
+  CHECK(slow.wait_for(5s));
+  CHECK(slow.ready());
+  // The same from a fiber.
+  CHECK(ex.run([] {
+    auto t = weft::spawn([] { weft::this_fiber::sleep_for(200ms); });
+    const bool early = t.wait_for(10ms);
+    const bool late = t.wait_for(std::chrono::hours::max());
+    return !early && late;
+  }));
+}
+
+TEST_CASE("CPU-bound fibers spread over all workers", "[executor]") {
+  const unsigned threads = GENERATE(2u, 4u);
+  weft::executor ex(threads);
+  std::mutex m;
+  std::set<std::thread::id> used;
+  std::vector<weft::task<void>> tasks;
+  for (unsigned i = 0; i < threads * 4; ++i) {
+    tasks.push_back(ex.spawn([&] {
+      const auto end = std::chrono::steady_clock::now() + 30ms;
+      while (std::chrono::steady_clock::now() < end) {
+      }
+      std::lock_guard<std::mutex> g(m);
+      used.insert(thread_now());
+    }));
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(used.size() == threads);
+}
+
+TEST_CASE("an idle pool sleeps instead of spinning", "[executor][timing]") {
+  weft::executor ex(2);
+  ex.run([] {});
+  std::this_thread::sleep_for(50ms);
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(600ms);
+  const double used = cpu_seconds() - before;
+  INFO("CPU used by an idle 2-thread pool in 0.6 s: " << used << " s");
+  CHECK(used < 0.1);
+}
+
+TEST_CASE("two 300 ms sleeps on 2 workers overlap", "[executor][timing]") {
+  weft::executor ex(2);
+  const auto start = std::chrono::steady_clock::now();
+  auto a = ex.spawn([] { std::this_thread::sleep_for(300ms); });  // blocks its worker
+  auto b = ex.spawn([] { std::this_thread::sleep_for(300ms); });
+  a.get();
+  b.get();
+  const auto took = std::chrono::steady_clock::now() - start;
+  INFO("took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  CHECK(took < 450ms);
+}
+
+TEST_CASE("a fiber may suspend inside a catch block and rethrow after resuming elsewhere",
+          "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  std::atomic<int> ok{0};
+  std::vector<weft::task<void>> tasks;
+  for (int i = 0; i < 64; ++i) {
+    tasks.push_back(ex.spawn([&ok, i] {
+      try {
+        throw std::runtime_error("e" + std::to_string(i));
+      } catch (const std::exception&) {
+        for (int k = 0; k < 5; ++k) weft::this_fiber::yield();  // others throw meanwhile
+        try {
+          throw;
+        } catch (const std::runtime_error& again) {
+          if (std::string(again.what()) == "e" + std::to_string(i)) ++ok;
+        }
+      }
+    }));
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(ok == 64);
+}
+
+TEST_CASE("a destructor may suspend during unwinding", "[executor]") {
+  weft::executor ex(2);
+  struct waits_in_destructor {
+    int* seen;
+    ~waits_in_destructor() {
+      const int before = std::uncaught_exceptions();
+      weft::this_fiber::sleep_for(2ms);
+      weft::this_fiber::yield();
+      *seen = before == std::uncaught_exceptions() ? before : -1;
+    }
+  };
+  std::vector<weft::task<int>> tasks;
+  for (int i = 0; i < 16; ++i) {
+    tasks.push_back(ex.spawn([] {
+      int seen = -2;
+      try {
+        waits_in_destructor w{&seen};
+        throw 1;
+      } catch (int) {
+      }
+      return seen;
+    }));
+  }
+  for (auto& t : tasks) CHECK(t.get() == 1);
+}
+
+TEST_CASE("guard pages: ordinary fibers run normally on protected stacks", "[executor]") {
+  weft::executor_options o;
+  o.threads = 2;
+  o.guard_pages = true;
+  o.stack_size = 64 * 1024;
+  weft::executor ex(o);
+  CHECK(ex.run([] {
+    std::vector<weft::task<int>> kids;
+    for (int i = 0; i < 50; ++i) kids.push_back(weft::spawn([i] { return i; }));
+    int s = 0;
+    for (auto& k : kids) s += k.get();
+    return s;
+  }) == 49 * 50 / 2);
+}
