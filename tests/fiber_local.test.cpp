@@ -1,1 +1,97 @@
+// Tests of fiber_local (API.md "Fiber-local storage").
 #include <catch2/catch.hpp>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+static_assert(!std::is_copy_constructible_v<weft::fiber_local<int>>);
+static_assert(!std::is_move_constructible_v<weft::fiber_local<int>>);
+
+namespace {
+weft::fiber_local<int> counter;
+weft::fiber_local<std::string> named([] { return std::string("fresh"); });
+weft::fiber_local<test::counted_value> tracked;
+}  // namespace
+
+TEST_CASE("each plain thread has its own value, starting as T{}", "[fiber_local]") {
+  *counter = 5;
+  CHECK(counter.get() == 5);
+  std::thread([] {
+    CHECK(counter.get() == 0);
+    CHECK(*named == "fresh");
+    named->append("!");
+    CHECK(named.get() == "fresh!");
+  }).join();
+  CHECK(counter.get() == 5);
+  CHECK(named.get() == "fresh");
+}
+
+TEST_CASE("each fiber has its own value, never inherited from its parent", "[fiber_local]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  ex.run([] {
+    counter.get() = 41;
+    named.get() = "parent";
+    auto child = weft::spawn([] {
+      const bool fresh = counter.get() == 0 && named.get() == "fresh";
+      counter.get() = 7;
+      return fresh;
+    });
+    CHECK(child.get());
+    CHECK(counter.get() == 41);  // the child's write stayed in the child
+    CHECK(named.get() == "parent");
+  });
+}
+
+TEST_CASE("values are destroyed when their fiber ends", "[fiber_local]") {
+  weft::executor ex(2);
+  REQUIRE(test::counted_value::alive == 0);
+  std::vector<weft::task<void>> tasks;
+  for (int i = 0; i < 100; ++i) {
+    tasks.push_back(ex.spawn([i] {
+      tracked->value = i;
+      weft::this_fiber::yield();
+      CHECK(tracked->value == i);
+    }));
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(test::counted_value::alive == 0);  // gone before get() returned
+  ex.run([] { (void)tracked.get(); });
+  CHECK(test::counted_value::alive == 0);
+}
+
+TEST_CASE("a local created on first use survives many switches", "[fiber_local]") {
+  weft::executor ex(4);
+  std::atomic<int> wrong{0};
+  std::vector<weft::task<void>> tasks;
+  for (int i = 0; i < 300; ++i) {
+    tasks.push_back(ex.spawn([&wrong, i] {
+      for (int k = 0; k < 30; ++k) {
+        counter.get() += i;
+        weft::this_fiber::yield();
+      }
+      if (counter.get() != 30 * i) ++wrong;
+    }));
+  }
+  for (auto& t : tasks) t.get();
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("many fiber_locals in one fiber", "[fiber_local]") {
+  std::vector<std::unique_ptr<weft::fiber_local<int>>> locals;
+  for (int i = 0; i < 100; ++i) {
+    locals.push_back(std::make_unique<weft::fiber_local<int>>([i] { return i; }));
+  }
+  weft::executor ex(1);
+  CHECK(ex.run([&] {
+    int sum = 0;
+    for (auto& l : locals) sum += l->get();
+    return sum;
+  }) == 99 * 100 / 2);
+}

@@ -1,1 +1,205 @@
+// Tests of task_group and inherited cancellation (API.md "Structured concurrency").
 #include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using test::code_of;
+using weft::errc;
+
+static_assert(!std::is_copy_constructible_v<weft::task_group>);
+static_assert(!std::is_move_constructible_v<weft::task_group>);
+
+namespace {
+weft::context_var<int> tag("tag", -1);
+using clock_type = std::chrono::steady_clock;
+}  // namespace
+
+TEST_CASE("a group waits for all its children, which inherit the context at each spawn",
+          "[task_group]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  ex.run([] {
+    std::atomic<int> sum{0};
+    weft::task_group g;
+    for (int i = 0; i < 20; ++i) {
+      auto t = tag.set(i);
+      g.spawn([&sum] {
+        weft::this_fiber::sleep_for(1ms);
+        sum += tag.get();
+      });
+    }
+    g.wait();
+    CHECK(sum == 19 * 20 / 2);
+  });
+}
+
+TEST_CASE("the destructor waits for children too", "[task_group]") {
+  weft::executor ex(2);
+  std::atomic<int> done{0};
+  ex.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 10; ++i) {
+      g.spawn([&] {
+        weft::this_fiber::sleep_for(5ms);
+        ++done;
+      });
+    }
+  });
+  CHECK(done == 10);
+}
+
+TEST_CASE("a failing child cancels its sleeping siblings at once; wait rethrows it",
+          "[task_group]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  std::atomic<int> cancelled{0};
+  const auto start = clock_type::now();
+  CHECK_THROWS_WITH(ex.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 8; ++i) {
+      g.spawn([&] {
+        try {
+          weft::this_fiber::sleep_for(10s);
+        } catch (const weft::error& e) {
+          if (e.code() == errc::cancelled) ++cancelled;
+          throw;
+        }
+      });
+    }
+    g.spawn([] {
+      weft::this_fiber::sleep_for(5ms);
+      throw std::runtime_error("first failure");
+    });
+    g.wait();
+  }),
+                    "first failure");
+  CHECK(cancelled == 8);
+  CHECK(clock_type::now() - start < 2s);
+}
+
+TEST_CASE("cancellation reaches grandchildren spawned with weft::spawn, even after the request",
+          "[task_group]") {
+  weft::executor ex(2);
+  std::atomic<int> saw_cancel{0};
+  ex.run([&] {
+    weft::task_group g;
+    g.spawn([&] {
+      auto grandchild = weft::spawn([&] {
+        try {
+          weft::this_fiber::sleep_for(10s);
+        } catch (const weft::error& e) {
+          if (e.code() == errc::cancelled) ++saw_cancel;
+        }
+      });
+      try {
+        grandchild.get();
+      } catch (const weft::error&) {
+        // get() is itself a cancellation point
+      }
+      auto late = weft::spawn([&] { return weft::this_fiber::cancellation_requested(); });
+      if (late.wait_for(5s) && weft::this_fiber::cancellation_requested()) ++saw_cancel;
+      weft::this_fiber::throw_if_cancelled();
+    });
+    weft::this_fiber::sleep_for(10ms);
+    g.cancel();
+    g.wait();  // nothing to rethrow after a plain cancel()
+  });
+  CHECK(saw_cancel == 2);
+}
+
+TEST_CASE("fibers outside a cancelled group are never cancelled", "[task_group]") {
+  weft::executor ex(2);
+  ex.run([] {
+    auto outside = weft::spawn([] {
+      weft::this_fiber::sleep_for(30ms);
+      return weft::this_fiber::cancellation_requested();
+    });
+    weft::task_group a, b;
+    std::atomic<bool> b_cancelled{false};
+    a.spawn([] { weft::this_fiber::sleep_for(10s); });
+    b.spawn([&] {
+      weft::this_fiber::sleep_for(30ms);
+      b_cancelled = weft::this_fiber::cancellation_requested();
+    });
+    a.cancel();
+    a.wait();
+    b.wait();
+    CHECK_FALSE(b_cancelled);
+    CHECK_FALSE(outside.get());
+    CHECK_FALSE(weft::this_fiber::cancellation_requested());
+  });
+}
+
+TEST_CASE("a nested group is cancelled with its parent but not with its siblings",
+          "[task_group]") {
+  weft::executor ex(2);
+  ex.run([] {
+    std::atomic<int> inner_cancelled{0};
+    weft::task_group outer;
+    outer.spawn([&] {
+      weft::task_group inner;
+      inner.spawn([&] {
+        try {
+          weft::this_fiber::sleep_for(10s);
+        } catch (const weft::error&) {
+          ++inner_cancelled;
+          throw;
+        }
+      });
+      inner.wait();
+    });
+    outer.spawn([&] {
+      weft::task_group sibling;
+      sibling.spawn([] {});
+      sibling.cancel();  // cancels only its own children
+      sibling.wait();
+    });
+    weft::this_fiber::sleep_for(20ms);
+    CHECK(inner_cancelled == 0);
+    outer.cancel();
+    outer.wait();
+    CHECK(inner_cancelled == 1);
+  });
+}
+
+TEST_CASE("yield and task waits are cancellation points", "[task_group]") {
+  weft::executor ex(1);
+  ex.run([] {
+    std::atomic<int> points{0};
+    weft::task_group g;
+    g.spawn([&] {
+      while (!weft::this_fiber::cancellation_requested()) weft::this_fiber::sleep_for(1ms);
+      if (code_of([] { weft::this_fiber::yield(); }) == int(errc::cancelled)) ++points;
+      if (code_of([] { weft::this_fiber::throw_if_cancelled(); }) == int(errc::cancelled)) ++points;
+    });
+    g.cancel();
+    g.wait();
+    CHECK(points == 2);
+  });
+}
+
+TEST_CASE("task_group outside an executor throws not_in_executor", "[task_group]") {
+  CHECK(code_of([] { weft::task_group g; }) == int(errc::not_in_executor));
+}
+
+TEST_CASE("a group on an executor, used from a plain thread", "[task_group]") {
+  weft::executor ex(2);
+  std::atomic<int> n{0};
+  {
+    weft::task_group g(ex);
+    for (int i = 0; i < 10; ++i) g.spawn([&] { ++n; });
+    g.wait();
+    CHECK(n == 10);
+    g.spawn([] { throw std::logic_error("late"); });
+    CHECK_THROWS_AS(g.wait(), std::logic_error);
+  }
+}
