@@ -168,7 +168,11 @@ void pool::worker_main(unsigned index) {
   boost::fibers::use_scheduling_algorithm<algorithm>(*this, index, thread_record);
   algorithm* algo = worker(index).algo;
   for (;;) {
-    while (job* j = take_injected()) {
+    // Start a batch, then let fibers run: draining everything at once would make every
+    // submitted job a live fiber (and a stack) at the same time.
+    for (int batch = 0; batch < 32; ++batch) {
+      job* j = take_injected();
+      if (j == nullptr) break;
       try {
         launch(j);
       } catch (...) {

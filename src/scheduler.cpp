@@ -120,16 +120,24 @@ context* algorithm::steal() noexcept {
 context* algorithm::pick_next() noexcept {
   ++ticks_;
   context* next = nullptr;
+  // The main fiber turns work submitted from outside into fibers. It runs when this worker
+  // has nothing local to do, and now and then regardless so a busy worker still takes some.
+  const bool main_wanted = main_parked_ && running_ != main_ && pool_.main_wanted();
   if (dispatcher_ != nullptr && (ticks_ % kDispatchEvery == 0 ||
                                  self_.remote_pending.load(std::memory_order_relaxed))) {
     next = dispatcher_;
-  } else if (main_parked_ && running_ != main_ && pool_.main_wanted()) {
-    main_parked_ = false;
-    next = main_;
   } else if (main_ready_) {
     main_ready_ = false;
     next = main_;
-  } else if ((next = take_local()) != nullptr || (next = steal()) != nullptr) {
+  } else if (main_wanted && ticks_ % kDispatchEvery == kDispatchEvery / 2) {
+    main_parked_ = false;
+    next = main_;
+  } else if ((next = take_local()) != nullptr) {
+    context::active()->attach(next);
+  } else if (main_wanted) {
+    main_parked_ = false;
+    next = main_;
+  } else if ((next = steal()) != nullptr) {
     context::active()->attach(next);
   } else {
     next = dispatcher_;

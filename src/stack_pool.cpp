@@ -1,4 +1,4 @@
-// stack_pool.cpp: mmap'ed fiber stacks with an optional guard page, cached for reuse.
+// stack_pool.cpp: fiber stacks carved from mmap'ed slabs, with optional guard pages.
 #include "stack_pool.hpp"
 
 #include <sys/mman.h>
@@ -18,60 +18,60 @@ std::size_t round_up(std::size_t n, std::size_t to) noexcept { return (n + to - 
 
 stack_pool::stack_pool(std::size_t stack_size, bool guard_pages)
     : usable_(round_up(stack_size, page_size())),
-      mapping_(usable_ + (guard_pages ? page_size() : 0)),
-      guard_(guard_pages),
-      // Keep up to 64 MiB (and at least 64 stacks) of address space cached for reuse.
-      cache_limit_(std::max<std::size_t>(64, (std::size_t{64} << 20) / mapping_)) {
-  free_.reserve(cache_limit_);
-}
+      stride_(usable_ + (guard_pages ? page_size() : 0)),
+      guard_(guard_pages) {}
 
 stack_pool::~stack_pool() {
-  for (void* base : free_) ::munmap(base, mapping_);
+  for (const slab& s : slabs_) ::munmap(s.base, s.bytes);
+}
+
+void* stack_pool::carve() {
+  if (next_ == end_) {
+    // Slabs double from 8 stacks up to 256: small pools stay small, big ones map rarely.
+    const std::size_t count = std::min<std::size_t>(256, 8u << std::min<std::size_t>(slabs_.size(), 5));
+    const std::size_t bytes = count * stride_;
+    slabs_.reserve(slabs_.size() + 1);
+    void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) throw std::bad_alloc();
+    slabs_.push_back({base, bytes});
+    next_ = static_cast<char*>(base);
+    end_ = next_ + bytes;
+  }
+  char* stack = next_;
+  if (guard_ && ::mprotect(stack, page_size(), PROT_NONE) != 0) throw std::bad_alloc();
+  next_ += stride_;
+  return stack;
 }
 
 boost::context::stack_context stack_pool::allocate() {
-  void* base = nullptr;
+  void* base;
   {
     std::lock_guard<spinlock> g(lock_);
     if (!free_.empty()) {
       base = free_.back();
       free_.pop_back();
     } else {
-      ++mapped_;
+      free_.reserve(free_.size() + 1);  // so that deallocate() never needs to allocate
+      base = carve();
     }
-  }
-  if (base == nullptr) {
-    base = ::mmap(nullptr, mapping_, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (base == MAP_FAILED || (guard_ && ::mprotect(base, page_size(), PROT_NONE) != 0)) {
-      if (base != MAP_FAILED) ::munmap(base, mapping_);
-      std::lock_guard<spinlock> g(lock_);
-      --mapped_;
-      throw std::bad_alloc();
-    }
+    ++in_use_;
   }
   boost::context::stack_context sctx;
   sctx.size = usable_;
-  sctx.sp = static_cast<char*>(base) + mapping_;  // stacks grow down from the top
+  sctx.sp = static_cast<char*>(base) + stride_;  // stacks grow down from the top
   return sctx;
 }
 
 void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
-  void* base = static_cast<char*>(sctx.sp) - mapping_;
-  {
-    std::lock_guard<spinlock> g(lock_);
-    if (free_.size() < cache_limit_) {
-      free_.push_back(base);
-      return;
-    }
-    --mapped_;
-  }
-  ::munmap(base, mapping_);
+  std::lock_guard<spinlock> g(lock_);
+  free_.push_back(static_cast<char*>(sctx.sp) - stride_);
+  --in_use_;
 }
 
-std::size_t stack_pool::mapped() const noexcept {
+std::size_t stack_pool::in_use() const noexcept {
   std::lock_guard<spinlock> g(lock_);
-  return mapped_;
+  return in_use_;
 }
 
 }  // namespace weft::detail

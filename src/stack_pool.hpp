@@ -1,8 +1,11 @@
 // stack_pool.hpp: fiber stacks, reused across fibers of one executor.
 //
 // A fiber may finish on another worker than the one it started on, so the free list is
-// shared and locked (Boost's pooled_fixedsize_stack is not thread-safe). Stacks are mmap'ed;
-// with guard pages the lowest page is PROT_NONE so an overflow faults instead of corrupting.
+// shared and locked (Boost's pooled_fixedsize_stack is not thread-safe). Stacks are carved
+// from mmap'ed slabs of growing size and kept until the executor goes: mapping and unmapping
+// one stack per fiber costs a system call and, in a multi-threaded process, a TLB shootdown
+// on every core. With guard pages the lowest page of each stack is PROT_NONE, so an overflow
+// faults instead of silently corrupting the neighbour.
 #pragma once
 
 #include <cstddef>
@@ -25,17 +28,25 @@ class stack_pool {
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept;
 
-  // mapped() is the number of stacks currently mapped (in use or cached).
-  std::size_t mapped() const noexcept;
+  // in_use() is the number of stacks handed out and not yet returned.
+  std::size_t in_use() const noexcept;
 
  private:
-  std::size_t usable_;   // bytes a fiber can use
-  std::size_t mapping_;  // bytes mapped per stack, guard page included
+  struct slab {
+    void* base;
+    std::size_t bytes;
+  };
+  void* carve();  // a stack never used before; called with lock_ held
+
+  std::size_t usable_;  // bytes a fiber can use
+  std::size_t stride_;  // bytes per stack, guard page included
   bool guard_;
-  std::size_t cache_limit_;
   mutable spinlock lock_;
-  std::vector<void*> free_;  // bases of cached mappings
-  std::size_t mapped_ = 0;
+  std::vector<void*> free_;  // bases of returned stacks
+  std::vector<slab> slabs_;
+  char* next_ = nullptr;     // uncarved part of the newest slab
+  char* end_ = nullptr;
+  std::size_t in_use_ = 0;
 };
 
 // stack_allocator is the StackAllocator Boost.Fiber copies into each fiber.

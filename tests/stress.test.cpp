@@ -1,0 +1,164 @@
+// Stress tests, hidden from the default run by the [.stress] tag; CI runs them explicitly
+// (meson test --suite stress).
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int kLevels = 6;  // 10^6 leaves, 1.11M fibers
+std::vector<std::unique_ptr<weft::context_var<std::uint64_t>>> make_level_vars() {
+  std::vector<std::unique_ptr<weft::context_var<std::uint64_t>>> v;
+  for (int i = 0; i < kLevels; ++i) {
+    v.push_back(std::make_unique<weft::context_var<std::uint64_t>>("level" + std::to_string(i)));
+  }
+  return v;
+}
+const auto level_vars = make_level_vars();
+
+std::atomic<long> tree_wrong{0};
+std::atomic<long> tree_fibers{0};
+
+// node() checks that every ancestor's value is visible, binds its own, and fans out.
+void tree_node(int level, std::uint64_t path) {
+  ++tree_fibers;
+  std::uint64_t prefix = path;
+  for (int l = level - 1; l >= 0; --l) {
+    prefix /= 10;
+    const std::uint64_t* seen = level_vars[l]->try_get();
+    if (seen == nullptr || *seen != prefix) ++tree_wrong;
+  }
+  for (int l = level; l < kLevels; ++l) {
+    if (level_vars[l]->try_get() != nullptr) ++tree_wrong;  // no leak from siblings
+  }
+  if (level == kLevels) return;
+  auto t = level_vars[level]->set(path);
+  std::vector<weft::task<void>> kids;
+  kids.reserve(10);
+  for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn(tree_node, level + 1, path * 10 + i));
+  if (path % 7 == 0) weft::this_fiber::yield();
+  for (auto& k : kids) k.get();
+}
+
+}  // namespace
+
+TEST_CASE("a 1M-fiber spawn tree sees exactly its ancestors' values", "[.stress]") {
+  const unsigned threads = GENERATE(2u, 4u);
+  tree_wrong = 0;
+  tree_fibers = 0;
+  weft::executor_options o;
+  o.threads = threads;
+  o.stack_size = 32 * 1024;
+  weft::executor ex(o);
+  ex.run([] {
+    auto t = level_vars[0]->set(0);  // the root binds level 0 = path 0
+    std::vector<weft::task<void>> kids;
+    for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn(tree_node, 1, std::uint64_t(i)));
+    for (auto& k : kids) k.get();
+  });
+  CHECK(tree_fibers == 1111110);
+  CHECK(tree_wrong == 0);
+}
+
+TEST_CASE("100 rounds of submit from 3 threads, shutdown mid-flight, join: nothing lost",
+          "[.stress]") {
+  for (int round = 0; round < 100; ++round) {
+    std::atomic<long> accepted{0}, refused{0}, completed{0}, children{0};
+    {
+      weft::executor ex(1 + round % 4);
+      std::atomic<bool> go{false};
+      std::vector<std::thread> submitters;
+      for (int s = 0; s < 3; ++s) {
+        submitters.emplace_back([&] {
+          while (!go) std::this_thread::yield();
+          for (;;) {
+            try {
+              ex.post([&] {
+                weft::this_fiber::yield();
+                weft::executor::current()->post([&] { ++children; });
+                ++completed;
+              });
+              ++accepted;
+            } catch (const weft::error& e) {
+              if (e.code() == weft::errc::executor_closed) ++refused;
+              return;
+            }
+          }
+        });
+      }
+      go = true;
+      std::this_thread::sleep_for(std::chrono::microseconds(200 + 50 * (round % 10)));
+      ex.shutdown();
+      for (auto& t : submitters) t.join();
+      ex.join();
+    }
+    INFO("round " << round << ": accepted " << accepted.load());
+    REQUIRE(refused == 3);
+    if (round % 20 == 0) WARN("accepted " << accepted.load());
+    REQUIRE(completed == accepted);
+    REQUIRE(children == accepted);
+  }
+}
+
+TEST_CASE("10k variables in one context, copied across 100k spawns; memory comes back",
+          "[.stress]") {
+  REQUIRE(test::counted_value::alive == 0);
+  {
+    std::vector<std::unique_ptr<weft::context_var<test::counted_value>>> vars;
+    for (int i = 0; i < 10000; ++i) {
+      vars.push_back(
+          std::make_unique<weft::context_var<test::counted_value>>("big" + std::to_string(i)));
+    }
+    weft::executor ex(2);
+    std::atomic<long> wrong{0};
+    weft::context big;
+    big.run([&] {
+      for (int i = 0; i < 10000; ++i) (void)vars[i]->set(test::counted_value(i));
+      for (int batch = 0; batch < 100; ++batch) {
+        std::vector<weft::task<void>> tasks;
+        for (int k = 0; k < 1000; ++k) {
+          tasks.push_back(ex.spawn([&, k] {
+            const int i = (k * 7919 + batch) % 10000;
+            if (vars[i]->get().value != i) ++wrong;
+            if (k % 10 == 0) (void)vars[i]->set(test::counted_value(-1));  // a private copy
+          }));
+        }
+        for (auto& t : tasks) t.get();
+      }
+    });
+    CHECK(wrong == 0);
+    CHECK(test::counted_value::alive == 10000);  // only the context's own values are left
+  }
+  CHECK(test::counted_value::alive == 0);
+}
+
+TEST_CASE("1M spawn/get and 1M set/reset leave nothing behind", "[.stress]") {
+  weft::executor ex(2);
+  weft::context_var<test::counted_value> v("churn");
+  ex.run([&] {
+    for (int i = 0; i < 1000000; ++i) {
+      auto t = v.set(test::counted_value(i));
+      v.reset(t);
+    }
+    for (int i = 0; i < 1000; ++i) {
+      std::vector<weft::task<int>> tasks;
+      for (int k = 0; k < 1000; ++k) tasks.push_back(weft::spawn([k] { return k; }));
+      long sum = 0;
+      for (auto& t : tasks) sum += t.get();
+      REQUIRE(sum == 999L * 1000 / 2);
+    }
+  });
+  CHECK(test::counted_value::alive == 0);
+}
