@@ -9,6 +9,7 @@
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/operations.hpp>
 
+#include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "pool.hpp"
 
@@ -58,6 +59,7 @@ fiber_record::fiber_record(pool& p, job* j) noexcept
 fiber_record::~fiber_record() { release(scope); }
 
 void fiber_record::main() noexcept {
+  asan::finish_switch();
   if (scope != nullptr) enter(scope, this);
   work->run(owner);
   // The fiber is over: its fiber_local values and context go before anyone learns it
@@ -81,8 +83,12 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   while (!woken_ && !(cancellable && is_cancelled(scope))) {
     if (deadline == nullptr) {
       park_cv_.wait(lk);
-    } else if (park_cv_.wait_until(lk, *deadline) == boost::fibers::cv_status::timeout) {
-      break;
+      asan::finish_switch();
+    } else {
+      const bool timed_out =
+          park_cv_.wait_until(lk, *deadline) == boost::fibers::cv_status::timeout;
+      asan::finish_switch();
+      if (timed_out) break;
     }
   }
   woken_ = false;
@@ -209,8 +215,8 @@ void pool::launch(job* j) {
   try {
     boost::fibers::fiber f(boost::fibers::launch::post,
                            static_cast<boost::fibers::fiber_properties*>(rec), std::allocator_arg,
-                           stack_allocator{&stacks}, [rec]() noexcept { rec->main(); });
-    f.detach();
+                           stack_allocator{&stacks, rec}, [rec]() noexcept { rec->main(); });
+    f.detach();  // from here on the fiber may already have run and ended elsewhere
   } catch (...) {
     // Give the inherited context and scope back to the job, which still owns the work.
     j->context = std::exchange(rec->own.root, nullptr);

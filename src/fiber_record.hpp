@@ -59,6 +59,8 @@ class fiber_record final : public boost::fibers::fiber_properties,
   job* work;
   bool yielding = false;  // this_fiber::yield(): queue behind the others, not in front
   eh_state eh;
+  const void* stack_bottom = nullptr;  // for sanitizer annotations
+  std::size_t stack_size = 0;
   fiber_record* scope_prev = nullptr;  // links among the fibers of the same cancel_scope
   fiber_record* scope_next = nullptr;
 

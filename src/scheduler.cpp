@@ -3,6 +3,9 @@
 
 #include <boost/fiber/type.hpp>
 
+#include <pthread.h>
+
+#include "asan.hpp"
 #include "pool.hpp"
 
 namespace weft::detail {
@@ -63,6 +66,15 @@ algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) no
       running_(context::active()),
       rng_(index * 2654435761u + 1) {
   self_.algo = this;
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* bottom = nullptr;
+    std::size_t size = 0;
+    pthread_attr_getstack(&attr, &bottom, &size);
+    pthread_attr_destroy(&attr);
+    main_stack_bottom_ = bottom;
+    main_stack_size_ = size;
+  }
 }
 
 void algorithm::awakened(context* ctx) noexcept {
@@ -118,6 +130,7 @@ context* algorithm::steal() noexcept {
 }
 
 context* algorithm::pick_next() noexcept {
+  asan::finish_switch();
   ++ticks_;
   context* next = nullptr;
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
@@ -154,6 +167,13 @@ context* algorithm::switch_to(context* next) noexcept {
   if (next == nullptr) return nullptr;  // only the dispatcher asks; it will suspend_until()
   fiber_record* rec = record_of(next);
   if (next != running_) {
+    if (rec != nullptr) {
+      asan::start_switch(rec->stack_bottom, rec->stack_size);
+    } else if (next == main_) {
+      asan::start_switch(main_stack_bottom_, main_stack_size_);
+    } else {
+      asan::start_switch(nullptr, 0);  // the dispatcher's stack is Boost's own
+    }
     fiber_record* out = record_of(running_);
     save_eh(out ? out->eh : (running_ == main_ ? main_eh_ : dispatcher_eh_));
     restore_eh(rec ? rec->eh : (next == main_ ? main_eh_ : dispatcher_eh_));
@@ -177,6 +197,7 @@ bool algorithm::work_visible() const noexcept {
 }
 
 void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
+  asan::finish_switch();
   for (unsigned i = 0; i < kIdleSpins; ++i) {
     if (work_visible()) return;
     spin_pause();
@@ -208,6 +229,15 @@ bool algorithm::has_ready_fibers() const noexcept {
 void algorithm::park_main() noexcept {
   main_parked_ = true;
   context::active()->suspend();
+  asan::finish_switch();
+}
+
+algorithm::~algorithm() {
+  // Boost's dispatcher returns to the main context without asking pick_next(): tell the
+  // sanitizer we are back on the thread's own stack.
+  asan::start_switch(main_stack_bottom_, main_stack_size_);
+  asan::finish_switch();
+  self_.algo = nullptr;
 }
 
 }  // namespace weft::detail

@@ -69,6 +69,7 @@ struct alignas(64) worker_slot {
 class algorithm final : public boost::fibers::algo::algorithm {
  public:
   algorithm(pool& owner, unsigned index, fiber_state& thread_record) noexcept;
+  ~algorithm() override;
 
   void awakened(boost::fibers::context* ctx) noexcept override;
   boost::fibers::context* pick_next() noexcept override;
@@ -95,6 +96,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   bool main_ready_ = false;                       // main woken by a Boost primitive
   bool main_parked_ = false;                      // main waits in park_main()
   boost::fibers::context* running_;               // what this thread runs now
+  const void* main_stack_bottom_ = nullptr;
+  std::size_t main_stack_size_ = 0;
   eh_state main_eh_;
   eh_state dispatcher_eh_;
   unsigned ticks_ = 0;

@@ -1,11 +1,17 @@
 // stack_pool.cpp: fiber stacks carved from mmap'ed slabs, with optional guard pages.
 #include "stack_pool.hpp"
 
+#include "fiber_record.hpp"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <new>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace weft::detail {
 namespace {
@@ -57,6 +63,11 @@ boost::context::stack_context stack_pool::allocate() {
     }
     ++in_use_;
   }
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan does not see fiber switches: the shadow of a reused stack still carries the poison
+  // of the previous fiber's frames.
+  ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(base) + (stride_ - usable_), usable_);
+#endif
   boost::context::stack_context sctx;
   sctx.size = usable_;
   sctx.sp = static_cast<char*>(base) + stride_;  // stacks grow down from the top
@@ -67,6 +78,13 @@ void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
   std::lock_guard<spinlock> g(lock_);
   free_.push_back(static_cast<char*>(sctx.sp) - stride_);
   --in_use_;
+}
+
+boost::context::stack_context stack_allocator::allocate() {
+  boost::context::stack_context sctx = pool->allocate();
+  record->stack_bottom = static_cast<char*>(sctx.sp) - sctx.size;
+  record->stack_size = sctx.size;
+  return sctx;
 }
 
 std::size_t stack_pool::in_use() const noexcept {

@@ -18,6 +18,8 @@
 
 namespace weft::detail {
 
+class fiber_record;
+
 class stack_pool {
  public:
   stack_pool(std::size_t stack_size, bool guard_pages);
@@ -49,10 +51,12 @@ class stack_pool {
   std::size_t in_use_ = 0;
 };
 
-// stack_allocator is the StackAllocator Boost.Fiber copies into each fiber.
+// stack_allocator is the StackAllocator Boost.Fiber copies into each fiber. It tells the
+// fiber's record where its stack is (for sanitizer annotations) before the fiber can run.
 struct stack_allocator {
   stack_pool* pool;
-  boost::context::stack_context allocate() { return pool->allocate(); }
+  fiber_record* record;
+  boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept { pool->deallocate(sctx); }
 };
 

@@ -5,6 +5,7 @@
 
 #include <boost/fiber/operations.hpp>
 
+#include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "fiber_record.hpp"
 
@@ -28,6 +29,7 @@ void yield() {
   throw_if_cancelled();
   self->yielding = true;
   boost::this_fiber::yield();
+  weft::detail::asan::finish_switch();
   throw_if_cancelled();
 }
 
