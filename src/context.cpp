@@ -104,7 +104,7 @@ std::uint64_t identity(context_state& s) {
 }  // namespace
 
 void release(node* n) noexcept {
-  if (n == nullptr || n->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (n == nullptr || !last_reference(n)) return;
   for (void* e : n->entries) {
     if (e == nullptr) continue;
     if (n->height == 0) {
@@ -173,7 +173,18 @@ void throw_lookup_failed(const std::string& name) {
 bind_result bind(std::uint32_t slot, cell* c) {
   context_state& s = current_context();
   const std::uint64_t id = identity(s);
-  return {assoc(s.root, slot, c), id};
+  node* r = s.root;
+  if (c != nullptr && r != nullptr && r->height == 0 && slot < kNodeWidth &&
+      r->refs.load(std::memory_order_acquire) == 1) {
+    // The common case -- a handful of variables, a snapshot nobody shares: edit in place.
+    auto* old = static_cast<cell*>(r->entries[slot]);
+    r->entries[slot] = c;
+    r->count += old == nullptr ? 1 : 0;
+    return {old, id};
+  }
+  cell* old = assoc(s.root, slot, c);
+  publish_root(s.root);
+  return {old, id};
 }
 
 void reset(token_base& tok, const void* var, std::uint32_t slot, const char* name) {
@@ -198,6 +209,7 @@ void reset(token_base& tok, const void* var, std::uint32_t slot, const char* nam
     release(tok.old);
     throw;
   }
+  publish_root(s.root);
   release(displaced);
   tok.used = true;
 }
@@ -211,11 +223,13 @@ entered_context::entered_context(context_state& state, std::atomic<bool>& entere
   }
   fiber_.current = &state;
   tl_context = &state;
+  publish_root(state.root);
 }
 
 entered_context::~entered_context() {
   fiber_.current = previous_;
   tl_context = previous_;
+  publish_root(previous_->root);
   entered_.store(false, std::memory_order_release);
 }
 

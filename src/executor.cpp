@@ -227,9 +227,9 @@ void pool::launch(job* j) {
 }
 
 void pool::submit(job* j, cancel_scope* scope) {
-  if (const context_state* s = tl_context; s != nullptr && s->root != nullptr) {
-    j->context = s->root;
-    retain(j->context);
+  if (node* root = current_root()) {
+    j->context = root;
+    retain(root);
   }
   const fiber_state* f = tl_fiber;
   j->scope = retain(scope != nullptr ? scope : (f != nullptr ? f->scope : nullptr));

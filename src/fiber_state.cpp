@@ -7,6 +7,8 @@ namespace weft::detail {
 
 constinit thread_local fiber_state* tl_fiber WEFT_TLS_MODEL = nullptr;
 constinit thread_local context_state* tl_context WEFT_TLS_MODEL = nullptr;
+constinit node empty_node{{}, 0, 0, {}};
+constinit thread_local const node* tl_root WEFT_TLS_MODEL = &empty_node;
 
 namespace {
 
@@ -17,6 +19,7 @@ struct thread_record {
     state.end();
     tl_fiber = nullptr;
     tl_context = nullptr;
+    publish_root(nullptr);
   }
 };
 
@@ -37,6 +40,7 @@ void fiber_state::end() noexcept {
   }
   release(own.root);
   own.root = nullptr;
+  if (tl_context == &own) publish_root(nullptr);
 }
 
 fiber_state::~fiber_state() { end(); }
@@ -46,6 +50,7 @@ fiber_state& thread_state() {
   thread_local thread_record record;
   tl_fiber = &record.state;
   tl_context = record.state.current;
+  publish_root(tl_context->root);
   return record.state;
 }
 

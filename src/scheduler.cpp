@@ -182,6 +182,7 @@ context* algorithm::switch_to(context* next) noexcept {
   fiber_state* f = rec ? static_cast<fiber_state*>(rec) : &thread_record_;
   tl_fiber = f;
   tl_context = f->current;
+  publish_root(f->current->root);
   return next;
 }
 

@@ -89,10 +89,8 @@ class context {
 // copy_context() is a snapshot of the caller's current context, in O(1).
 inline context copy_context() {
   context c;
-  if (const detail::context_state* s = detail::tl_context) {
-    c.state_.root = s->root;
-    if (c.state_.root) detail::retain(c.state_.root);
-  }
+  c.state_.root = detail::current_root();
+  if (c.state_.root) detail::retain(c.state_.root);
   return c;
 }
 

@@ -72,8 +72,9 @@ class context_var {
 
   // try_get() is get() returning nullptr instead of throwing.
   const T* try_get() const noexcept {
-    const detail::context_state* s = detail::tl_context;
-    if (const T* p = find_in(s ? s->root : nullptr)) return p;
+    if (const detail::cell* c = detail::lookup_in(detail::tl_root, slot_)) {
+      return &static_cast<const detail::value_cell<T>*>(c)->value;
+    }
     return default_ ? &*default_ : nullptr;
   }
 

@@ -50,6 +50,18 @@ struct fiber_state {
 
 extern constinit thread_local fiber_state* tl_fiber WEFT_TLS_MODEL;
 extern constinit thread_local context_state* tl_context WEFT_TLS_MODEL;
+// tl_root mirrors tl_context->root (empty_node for an empty or absent context), so that
+// get() is one thread-local load away from the trie. Whoever changes the current context's
+// root, or which context is current, calls publish_root().
+extern constinit thread_local const node* tl_root WEFT_TLS_MODEL;
+
+inline void publish_root(const node* root) noexcept { tl_root = root ? root : &empty_node; }
+
+// current_root() is the current snapshot, nullptr when empty.
+inline node* current_root() noexcept {
+  const node* r = tl_root;
+  return r == &empty_node ? nullptr : const_cast<node*>(r);
+}
 
 // thread_state() is the calling fiber's record, creating the plain thread's record on first
 // use (it is destroyed, with its values, when the thread exits).

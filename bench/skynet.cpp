@@ -1,0 +1,38 @@
+// skynet: the fiber-runtime stress benchmark on weft. Each fiber spawns 10 children and
+// sums their results, down to `leaves` leaf fibers (1M leaves = 1,111,111 fibers).
+//
+// usage: skynet [threads] [leaves] [stack KiB]     prints: skynet <sum> <seconds>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include <weft/weft.hpp>
+
+namespace {
+
+long skynet(long num, long size) {
+  if (size == 1) return num;
+  std::array<weft::task<long>, 10> kids;
+  const long child = size / 10;
+  for (long i = 0; i < 10; ++i) kids[i] = weft::spawn(skynet, num + i * child, child);
+  long sum = 0;
+  for (auto& k : kids) sum += k.get();
+  return sum;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  weft::executor_options o;
+  o.threads = argc > 1 ? unsigned(std::atol(argv[1])) : 2;
+  const long leaves = argc > 2 ? std::atol(argv[2]) : 1000000;
+  o.stack_size = (argc > 3 ? std::size_t(std::atol(argv[3])) : 32) * 1024;
+  weft::executor ex(o);
+  const auto start = std::chrono::steady_clock::now();
+  const long sum = ex.run(skynet, 0L, leaves);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("skynet %ld %.4f\n", sum, secs);
+  return sum == leaves * (leaves - 1) / 2 ? 0 : 1;
+}
