@@ -71,25 +71,33 @@ void fiber_record::main() noexcept {
 }
 
 void fiber_record::wake() noexcept {
-  {
-    std::lock_guard<spinlock> g(park_lock_);
-    woken_ = true;
-  }
-  park_cv_.notify_all();
+  boost::fibers::detail::spinlock_lock lk(park_lock_);
+  woken_ = true;
+  if (!parked_) return;
+  parked_ = false;
+  const boost::fibers::waker w = waker_;
+  lk.unlock();
+  // A waker from a park that already ended (deadline) is stale and does nothing. The fiber
+  // cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to leave.
+  w.wake();
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
-  std::unique_lock<spinlock> lk(park_lock_);
-  while (!woken_ && !(cancellable && is_cancelled(scope))) {
+  boost::fibers::context* self = boost::fibers::context::active();
+  boost::fibers::detail::spinlock_lock lk(park_lock_);
+  if (!woken_ && !(cancellable && is_cancelled(scope))) {
+    waker_ = self->create_waker();
+    parked_ = true;
+    // Both calls release lk only once this fiber is off-CPU, so a wake() cannot schedule
+    // it while it still runs.
     if (deadline == nullptr) {
-      park_cv_.wait(lk);
-      asan::finish_switch();
+      self->suspend(lk);
     } else {
-      const bool timed_out =
-          park_cv_.wait_until(lk, *deadline) == boost::fibers::cv_status::timeout;
-      asan::finish_switch();
-      if (timed_out) break;
+      self->wait_until(*deadline, lk, boost::fibers::waker(waker_));
     }
+    asan::finish_switch();
+    lk.lock();
+    parked_ = false;
   }
   woken_ = false;
 }
@@ -211,17 +219,29 @@ job* pool::take_injected() noexcept {
 }
 
 void pool::launch(job* j) {
-  auto* rec = new fiber_record(*this, j);
+  // The record takes the top of the stack; Boost gets the rest.
+  constexpr std::size_t record_bytes = (sizeof(fiber_record) + 63) / 64 * 64;
+  boost::context::stack_context stack = stacks.allocate();
+  char* top = static_cast<char*>(stack.sp);
+  auto* rec = new (top - record_bytes) fiber_record(*this, j);
+  rec->stack_bottom = top - stack.size;
+  rec->stack_size = stack.size - record_bytes;
+  stack.sp = top - record_bytes;
+  stack.size -= record_bytes;
   try {
     boost::fibers::fiber f(boost::fibers::launch::post,
                            static_cast<boost::fibers::fiber_properties*>(rec), std::allocator_arg,
-                           stack_allocator{&stacks, rec}, [rec]() noexcept { rec->main(); });
+                           prepared_stack{&stacks, stack, record_bytes},
+                           [rec]() noexcept { rec->main(); });
     f.detach();  // from here on the fiber may already have run and ended elsewhere
   } catch (...) {
     // Give the inherited context and scope back to the job, which still owns the work.
     j->context = std::exchange(rec->own.root, nullptr);
     j->scope = std::exchange(rec->scope, nullptr);
-    delete rec;
+    rec->~fiber_record();
+    stack.sp = top;
+    stack.size += record_bytes;
+    stacks.deallocate(stack);
     throw;
   }
 }

@@ -3,8 +3,9 @@
 
 #include <chrono>
 
-#include <boost/fiber/condition_variable.hpp>
+#include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/properties.hpp>
+#include <boost/fiber/waker.hpp>
 
 #include <weft/detail/fiber_state.hpp>
 #include <weft/detail/job.hpp>
@@ -35,15 +36,19 @@ struct eh_state {
 void save_eh(eh_state& into) noexcept;
 void restore_eh(const eh_state& from) noexcept;
 
-// fiber_record is the record of one pool fiber. Boost.Fiber owns it as the fiber's
-// properties (and deletes it with the fiber's context); the scheduler finds it through
-// context::get_properties() on every switch.
+// fiber_record is the record of one pool fiber. It lives at the top of the fiber's own
+// stack (no allocation of its own); Boost.Fiber holds it as the fiber's properties and
+// destroys it with the fiber's context, just before the stack goes back to the pool. The
+// scheduler finds it through context::get_properties() on every switch.
 class fiber_record final : public boost::fibers::fiber_properties,
                            public fiber_state,
                            public waiter {
  public:
   fiber_record(pool& owner, job* work) noexcept;
   ~fiber_record() override;
+
+  // The memory is part of the fiber's stack: Boost's `delete` must only run the destructor.
+  static void operator delete(void*) noexcept {}
 
   // main() is the body of the fiber: run the job, end the fiber, tell the pool.
   void main() noexcept;
@@ -65,9 +70,10 @@ class fiber_record final : public boost::fibers::fiber_properties,
   fiber_record* scope_next = nullptr;
 
  private:
-  spinlock park_lock_;
+  boost::fibers::detail::spinlock park_lock_;  // Boost releases it once the fiber is off-CPU
   bool woken_ = false;
-  boost::fibers::condition_variable_any park_cv_;
+  bool parked_ = false;
+  boost::fibers::waker waker_;  // valid while parked_
 };
 
 // current_record() is the calling pool fiber's record, or nullptr on a plain thread.

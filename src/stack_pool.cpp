@@ -1,8 +1,6 @@
 // stack_pool.cpp: fiber stacks carved from mmap'ed slabs, with optional guard pages.
 #include "stack_pool.hpp"
 
-#include "fiber_record.hpp"
-
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -78,13 +76,6 @@ void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
   std::lock_guard<spinlock> g(lock_);
   free_.push_back(static_cast<char*>(sctx.sp) - stride_);
   --in_use_;
-}
-
-boost::context::stack_context stack_allocator::allocate() {
-  boost::context::stack_context sctx = pool->allocate();
-  record->stack_bottom = static_cast<char*>(sctx.sp) - sctx.size;
-  record->stack_size = sctx.size;
-  return sctx;
 }
 
 std::size_t stack_pool::in_use() const noexcept {

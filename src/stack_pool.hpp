@@ -18,8 +18,6 @@
 
 namespace weft::detail {
 
-class fiber_record;
-
 class stack_pool {
  public:
   stack_pool(std::size_t stack_size, bool guard_pages);
@@ -51,13 +49,19 @@ class stack_pool {
   std::size_t in_use_ = 0;
 };
 
-// stack_allocator is the StackAllocator Boost.Fiber copies into each fiber. It tells the
-// fiber's record where its stack is (for sanitizer annotations) before the fiber can run.
-struct stack_allocator {
+// prepared_stack is the StackAllocator Boost.Fiber copies into each fiber: it hands over a
+// stack taken from the pool already, minus the `reserved` bytes at its top that hold the
+// fiber's record, and gives the whole stack back when the fiber is destroyed.
+struct prepared_stack {
   stack_pool* pool;
-  fiber_record* record;
-  boost::context::stack_context allocate();
-  void deallocate(boost::context::stack_context& sctx) noexcept { pool->deallocate(sctx); }
+  boost::context::stack_context stack;
+  std::size_t reserved;
+  boost::context::stack_context allocate() noexcept { return stack; }
+  void deallocate(boost::context::stack_context& sctx) noexcept {
+    sctx.sp = static_cast<char*>(sctx.sp) + reserved;
+    sctx.size += reserved;
+    pool->deallocate(sctx);
+  }
 };
 
 }  // namespace weft::detail

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <type_traits>
 
 #include <weft/detail/spinlock.hpp>
 
@@ -73,12 +74,9 @@ inline void wake_all(waiter*& list) noexcept {
 // block() returns true once ready() holds (evaluated under lock), false if the deadline
 // passed first. On a pool fiber with cancellable set it is a cancellation point: it throws
 // weft::error(cancelled) when the fiber's cancellation is requested before ready() holds.
-template <class Ready>
-bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* deadline,
-           bool cancellable) {
-  fiber_record* self = current_record();
-  thread_waiter thread_self;
-  waiter* w = self ? static_cast<waiter*>(self) : static_cast<waiter*>(&thread_self);
+template <class Ready, class Waiter>
+bool block_as(Waiter* w, fiber_record* self, spinlock& lock, waiter*& list, Ready& ready,
+              const clock::time_point* deadline, bool cancellable) {
   for (;;) {
     bool cancelled = false;
     {
@@ -96,12 +94,22 @@ bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* 
       }
     }
     if (cancelled) throw_cancelled();
-    if (self) {
-      self->park(deadline, cancellable);
+    if constexpr (std::is_same_v<Waiter, fiber_record>) {
+      w->park(deadline, cancellable);
     } else {
-      thread_self.park(deadline);
+      w->park(deadline);
     }
   }
+}
+
+template <class Ready>
+bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* deadline,
+           bool cancellable) {
+  if (fiber_record* self = current_record()) {
+    return block_as(self, self, lock, list, ready, deadline, cancellable);
+  }
+  thread_waiter thread_self;
+  return block_as(&thread_self, nullptr, lock, list, ready, deadline, cancellable);
 }
 
 }  // namespace weft::detail
