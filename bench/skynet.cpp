@@ -1,7 +1,7 @@
 // skynet: the fiber-runtime stress benchmark on weft. Each fiber spawns 10 children and
 // sums their results, down to `leaves` leaf fibers (1M leaves = 1,111,111 fibers).
 //
-// usage: skynet [threads] [leaves] [stack KiB]     prints: skynet <sum> <seconds>
+// usage: skynet [threads] [leaves] [stack KiB]   prints: skynet <leaves> <sum> <seconds>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -33,6 +33,6 @@ int main(int argc, char** argv) {
   const long sum = ex.run(skynet, 0L, leaves);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("skynet %ld %.4f\n", sum, secs);
+  std::printf("skynet %ld %ld %.4f\n", leaves, sum, secs);
   return sum == leaves * (leaves - 1) / 2 ? 0 : 1;
 }

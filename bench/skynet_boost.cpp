@@ -3,7 +3,7 @@
 // process because work_stealing keeps its state in static members.
 //
 // usage: skynet_boost [threads] [leaves] [stack KiB] [post|dispatch]
-//   prints: skynet <sum> <seconds>
+//   prints: skynet <leaves> <sum> <seconds>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -71,6 +71,6 @@ int main(int argc, char** argv) {
   }
   cv.notify_all();
   for (auto& t : helpers) t.join();
-  std::printf("skynet %ld %.4f\n", sum, secs);
+  std::printf("skynet %ld %ld %.4f\n", leaves, sum, secs);
   return sum == leaves * (leaves - 1) / 2 ? 0 : 1;
 }

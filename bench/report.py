@@ -1,0 +1,130 @@
+"""Prints the table of ./scripts/bench: weft next to its baselines, with the targets."""
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+out, runs = sys.argv[1], int(sys.argv[2])
+
+
+def micro():
+    data = json.load(open(os.path.join(out, "micro.json")))
+    runs_by_name = {}
+    for b in data["benchmarks"]:
+        if b.get("run_type") == "aggregate":
+            continue
+        name = b["run_name"] if "run_name" in b else b["name"]
+        runs_by_name.setdefault(name, []).append(b["real_time"])
+    return runs_by_name
+
+
+def whole(name, column):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return None
+    return [float(line.split()[column]) for line in open(path) if line.strip()]
+
+
+m = micro()
+
+
+def med(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values):
+    return f"{min(values):.3g}-{max(values):.3g}" if values else ""
+
+
+def bench(name):
+    return m.get(name, [])
+
+
+rows = []  # (measure, weft, baseline, ratio text, target, met)
+
+
+def ratio_row(label, weft_vals, base_vals, unit, limit, base_label):
+    w, b = med(weft_vals), med(base_vals)
+    r = w / b
+    rows.append((label, f"{w:.3g} {unit} ({spread(weft_vals)})",
+                 f"{b:.3g} {unit} {base_label} ({spread(base_vals)})", f"{r:.2f}x",
+                 f"<= {limit}x", "yes" if r <= limit else "NO"))
+
+
+def absolute_row(label, vals, unit, limit):
+    v = med(vals)
+    rows.append((label, f"{v:.3g} {unit} ({spread(vals)})", "", "", f"<= {limit} {unit}",
+                 "yes" if v <= limit else "NO"))
+
+
+ratio_row("context_var::get, plain thread / thread_local read", bench("context_var_get/16"),
+          bench("thread_local_read"), "ns", 4, "thread_local")
+ratio_row("context_var::get on a pool fiber / thread_local read",
+          bench("context_var_get_on_fiber/real_time"), bench("thread_local_read"), "ns", 4,
+          "thread_local")
+ratio_row("context_var::get on a pool fiber / fiber_specific_ptr read",
+          bench("context_var_get_on_fiber/real_time"),
+          bench("fiber_specific_ptr_read_on_fiber/real_time"), "ns", 0.25, "fiber_specific_ptr")
+ratio_row("fiber_local read / fiber_specific_ptr read", bench("fiber_local_read_on_fiber/real_time"),
+          bench("fiber_specific_ptr_read_on_fiber/real_time"), "ns", 0.25, "fiber_specific_ptr")
+absolute_row("context_var::set, 16 vars bound", bench("context_var_set/16"), "ns", 25)
+ratio_row("copy_context, 1000 vars / 1 var", bench("copy_context/1000"), bench("copy_context/1"),
+          "ns", 1.10, "1 var")
+ratio_row("spawn+get, 1 worker / raw Boost spawn+join (post)", bench("weft_spawn_get/0/real_time"),
+          bench("boost_spawn_join"), "ns", 1.15, "Boost")
+ratio_row("spawn+get, 1000 vars bound / 16 vars", bench("weft_spawn_get/1000/real_time"),
+          bench("weft_spawn_get/16/real_time"), "ns", 1.10, "16 vars")
+
+sky_w, sky_b = whole("skynet_weft_2t.txt", 3), whole("skynet_boost_2t.txt", 3)
+leaves = int(open(os.path.join(out, "skynet_weft_2t.txt")).readline().split()[1]) if sky_w else 0
+if sky_w and sky_b:
+    ratio_row("skynet 1M, 2 threads / raw Boost work_stealing, launch::dispatch, 32 KiB stacks", sky_w, sky_b, "s",
+              0.75, "Boost")
+scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
+per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
+if len(per_fiber) > 1:
+    worst = max(per_fiber.values()) / min(per_fiber.values())
+    rows.append(("skynet cost per fiber, 10k..1M fibers (max/min)",
+                 ", ".join(f"{n // 1000}k: {ns:.0f} ns" for n, ns in per_fiber.items()), "",
+                 f"{worst:.2f}x", "<= 1.5x", "yes" if worst <= 1.5 else "NO"))
+mem = whole("memory.txt", 3)
+if mem:
+    absolute_row("memory: 100k sleeping fibers, KiB per fiber beyond 16 KiB touched", mem, "KiB", 2)
+
+print(f"weft benchmarks, {datetime.date.today()}, {os.cpu_count()} cores, "
+      f"{subprocess.run(['c++', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
+      f"{runs} runs each, median (min-max)")
+print()
+headers = ("measure", "weft", "baseline", "ratio", "target", "met")
+widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(6)]
+line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+print(line(headers))
+print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+for r in rows:
+    print(line(r))
+
+print()
+print("Other figures from the same run (median ns):")
+for name in ("context_var_get/1", "context_var_get/32", "context_var_get/1000",
+             "context_var_get/10000", "context_var_get_default", "context_var_set/1",
+             "context_var_set/1000", "context_var_set_reset/16", "context_var_set_shared/16",
+             "copy_context/1", "weft_spawn_get/16/real_time", "fiber_specific_ptr_read",
+             "thread_local_read"):
+    if bench(name):
+        print(f"  {name:32s} {med(bench(name)):8.3g}")
+sky1 = whole("skynet_weft_1t.txt", 3)
+boost1 = whole("skynet_boost_1t.txt", 3)
+if sky1:
+    print(f"  skynet {leaves} leaves, 1 thread, weft: {med(sky1):.3g} s"
+          + (f"; raw Boost work_stealing: {med(boost1):.3g} s (1 run)" if boost1 else ""))
+py = os.path.join(out, "python.json")
+if os.path.exists(py):
+    p = json.load(open(py))
+    g, s, c = med(p["get"]), med(p["set"]), med(p["copy_context"])
+    print(f"  CPython {platform.python_version()} contextvars: get {g:.3g} ns, set {s:.3g} ns, "
+          f"copy_context {c:.3g} ns; weft/CPython: get "
+          f"{med(bench('context_var_get/16')) / g:.3f}x, set {med(bench('context_var_set/16')) / s:.2f}x, "
+          f"copy {med(bench('copy_context/1000')) / c:.2f}x")
