@@ -41,8 +41,10 @@ int main(int argc, char** argv) {
   ex.run([fibers] {
     std::vector<weft::task<void>> all;
     all.reserve(std::size_t(fibers));
-    for (long i = 0; i < fibers; ++i) all.push_back(weft::spawn(touch_and_sleep));
-    for (auto& t : all) t.get();
+    for (long i = 0; i < fibers; ++i)
+      all.push_back(weft::spawn(touch_and_sleep));
+    for (auto& t : all)
+      t.get();
   });
   const double per_fiber = double(peak_rss_kib() - before) / double(fibers);
   std::printf("memory %ld %.2f %.2f\n", fibers, per_fiber, per_fiber - 16.0);

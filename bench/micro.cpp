@@ -19,7 +19,8 @@ thread_local int tl_int = 1;  // the baseline: what a thread_local read costs
 std::vector<std::unique_ptr<weft::context_var<int>>>& all_vars() {
   static std::vector<std::unique_ptr<weft::context_var<int>>> vars = [] {
     std::vector<std::unique_ptr<weft::context_var<int>>> v;
-    for (int i = 0; i < 10000; ++i) v.push_back(std::make_unique<weft::context_var<int>>("v"));
+    for (int i = 0; i < 10000; ++i)
+      v.push_back(std::make_unique<weft::context_var<int>>("v"));
     return v;
   }();
   return vars;
@@ -31,7 +32,8 @@ struct bound_context {
   weft::context ctx;
   explicit bound_context(int count) : n(count) {
     ctx.run([&] {
-      for (int i = 0; i < n; ++i) (void)all_vars()[i]->set(1);
+      for (int i = 0; i < n; ++i)
+        (void)all_vars()[i]->set(1);
     });
   }
   weft::context_var<int>& last() { return *all_vars()[std::size_t(n > 0 ? n - 1 : 0)]; }
@@ -125,7 +127,8 @@ void context_var_set(benchmark::State& state) {
   weft::context_var<int>& var = b.last();
   b.ctx.run([&] {
     int i = 0;
-    for (auto _ : state) (void)var.set(++i);
+    for (auto _ : state)
+      (void)var.set(++i);
   });
 }
 BENCHMARK(context_var_set)->Arg(1)->Arg(16)->Arg(1000);
@@ -179,7 +182,8 @@ void weft_spawn_get(benchmark::State& state) {
   weft::executor ex(1);
   b.ctx.run([&] {
     ex.run([&] {
-      for (auto _ : state) weft::spawn([] {}).get();
+      for (auto _ : state)
+        weft::spawn([] {}).get();
     });
   });
 }

@@ -15,9 +15,11 @@ long skynet(long num, long size) {
   if (size == 1) return num;
   std::array<weft::task<long>, 10> kids;
   const long child = size / 10;
-  for (long i = 0; i < 10; ++i) kids[i] = weft::spawn(skynet, num + i * child, child);
+  for (long i = 0; i < 10; ++i)
+    kids[i] = weft::spawn(skynet, num + i * child, child);
   long sum = 0;
-  for (auto& k : kids) sum += k.get();
+  for (auto& k : kids)
+    sum += k.get();
   return sum;
 }
 

@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
     done = true;
   }
   cv.notify_all();
-  for (auto& t : helpers) t.join();
+  for (auto& t : helpers)
+    t.join();
   std::printf("skynet %ld %ld %.4f\n", leaves, sum, secs);
   return sum == leaves * (leaves - 1) / 2 ? 0 : 1;
 }

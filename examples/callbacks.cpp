@@ -20,10 +20,12 @@ weft::context_var<std::string> request_id("request_id", "<none>");
 class async_client {
  public:
   void fetch(std::string url, std::function<void(std::string)> done) {
-    threads_.emplace_back([url = std::move(url), done = std::move(done)] { done("200 OK " + url); });
+    threads_.emplace_back(
+        [url = std::move(url), done = std::move(done)] { done("200 OK " + url); });
   }
   ~async_client() {
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_)
+      t.join();
   }
 
  private:

@@ -18,7 +18,8 @@ weft::context_var<std::string> request_id("request_id", "-");
 // request_id_flag formats %* as the calling fiber's current request id.
 class request_id_flag final : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg&, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg&, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     const std::string& id = request_id.get();
     dest.append(id.data(), id.data() + id.size());
   }
@@ -36,7 +37,8 @@ void handle(int order) {
   auto id = request_id.scoped("order-" + std::to_string(order));
   spdlog::info("received");
   weft::task_group items;
-  for (int item = 0; item < 2; ++item) items.spawn(check_stock, order * 10 + item);
+  for (int item = 0; item < 2; ++item)
+    items.spawn(check_stock, order * 10 + item);
   items.wait();
   spdlog::info("done");
 }
@@ -49,6 +51,7 @@ int main() {
   weft::executor ex(2);
   ex.run([] {
     weft::task_group orders;
-    for (int order = 1; order <= 3; ++order) orders.spawn(handle, order);
+    for (int order = 1; order <= 3; ++order)
+      orders.spawn(handle, order);
   });
 }

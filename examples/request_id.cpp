@@ -27,7 +27,9 @@ int main() {
   weft::executor ex(2);
   ex.run([] {
     std::vector<weft::task<void>> requests;
-    for (int i = 0; i < 4; ++i) requests.push_back(weft::spawn(outer, i));
-    for (auto& r : requests) r.get();  // like asyncio.gather
+    for (int i = 0; i < 4; ++i)
+      requests.push_back(weft::spawn(outer, i));
+    for (auto& r : requests)
+      r.get();  // like asyncio.gather
   });
 }

@@ -13,12 +13,14 @@
 
 #include <weft/weft.hpp>
 
-thread_local int tl_value = -1;              // wrong: one per thread, shared by its fibers
-weft::fiber_local<int> fl_value;             // right: one per fiber
+thread_local int tl_value = -1;               // wrong: one per thread, shared by its fibers
+weft::fiber_local<int> fl_value;              // right: one per fiber
 weft::context_var<int> cv_value("cv_value");  // right: inherited, immutable per snapshot
 
 // A non-inlined read: glibc lets the compiler fold repeated pthread_self() calls.
-[[gnu::noipa]] std::thread::id thread_now() { return std::this_thread::get_id(); }
+[[gnu::noipa]] std::thread::id thread_now() {
+  return std::this_thread::get_id();
+}
 
 int main() {
   weft::executor ex(4);
@@ -40,7 +42,8 @@ int main() {
       if (thread_now() != start) ++moved;
     }));
   }
-  for (auto& f : fibers) f.get();
+  for (auto& f : fibers)
+    f.get();
   std::printf("200 fibers, 100 yields each, %d ended on another thread than they started on\n",
               moved.load());
   std::printf("  thread_local  wrong reads: %5d\n", tl_wrong.load());

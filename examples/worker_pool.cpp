@@ -101,7 +101,8 @@ void count_subtask() {
 long lookup_price(long item) {
   if (clock_type::now() > deadline.get()) ++late;
   long h = item * 2654435761L + long(tenant.get().size());
-  for (int i = 0; i < 2000; ++i) h = h * 6364136223846793005L + 1442695040888963407L;
+  for (int i = 0; i < 2000; ++i)
+    h = h * 6364136223846793005L + 1442695040888963407L;
   return h & 0xff;
 }
 
@@ -116,7 +117,8 @@ void subtask(long expected_job, long item) {
 void run_job(int fanout) {
   const long id = job_id.get();
   weft::task_group parts;
-  for (int k = 0; k < fanout; ++k) parts.spawn(subtask, id, id * fanout + k);
+  for (int k = 0; k < fanout; ++k)
+    parts.spawn(subtask, id, id * fanout + k);
   parts.wait();
   ++jobs_done;
 }
@@ -135,11 +137,13 @@ int main(int argc, char** argv) {
     auto last_t = start;
     while (!finished) {
       const auto next = clock_type::now() + (tty ? 200ms : 1s);
-      while (!finished && clock_type::now() < next) std::this_thread::sleep_for(10ms);
+      while (!finished && clock_type::now() < next)
+        std::this_thread::sleep_for(10ms);
       if (finished) break;
       const long now_done = jobs_done;
       const auto t = clock_type::now();
-      const double rate = double(now_done - last) / std::chrono::duration<double>(t - last_t).count();
+      const double rate =
+          double(now_done - last) / std::chrono::duration<double>(t - last_t).count();
       std::fprintf(stderr, "%sjobs %ld/%ld done, %.0f jobs/s%s", tty ? "\r" : "", now_done, o.jobs,
                    rate, tty ? "   " : "\n");
       last = now_done;

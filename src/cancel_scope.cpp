@@ -43,8 +43,10 @@ void release(cancel_scope* s) noexcept {
 void request_cancel(cancel_scope* s) noexcept {
   std::lock_guard<spinlock> g(s->lock);
   s->requested.store(true, std::memory_order_seq_cst);
-  for (fiber_record* f = s->fibers; f != nullptr; f = f->scope_next) f->wake();
-  for (cancel_scope* c = s->children; c != nullptr; c = c->sibling_next) request_cancel(c);
+  for (fiber_record* f = s->fibers; f != nullptr; f = f->scope_next)
+    f->wake();
+  for (cancel_scope* c = s->children; c != nullptr; c = c->sibling_next)
+    request_cancel(c);
 }
 
 void enter(cancel_scope* s, fiber_record* f) noexcept {

@@ -32,7 +32,8 @@ node* clone(const node* n) {
 // height_for() is the smallest trie height whose root can index slot.
 std::uint32_t height_for(std::uint32_t slot) {
   std::uint32_t h = 0;
-  while ((slot >> (kNodeBits * (h + 1))) != 0 && h < 6) ++h;
+  while ((slot >> (kNodeBits * (h + 1))) != 0 && h < 6)
+    ++h;
   return h;
 }
 
@@ -133,7 +134,8 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
     } catch (...) {
       // Unlink the borrowed old root before freeing the partial chain.
       node* n = top;
-      while (n && n->height > r->height + 1) n = static_cast<node*>(n->entries[0]);
+      while (n && n->height > r->height + 1)
+        n = static_cast<node*>(n->entries[0]);
       if (n) n->entries[0] = nullptr;
       release(top);
       throw;
@@ -149,7 +151,8 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
   } catch (...) {
     if (grown) {
       node* n = r;
-      while (n->height > root->height + 1) n = static_cast<node*>(n->entries[0]);
+      while (n->height > root->height + 1)
+        n = static_cast<node*>(n->entries[0]);
       n->entries[0] = nullptr;
       release(r);
     }
@@ -164,7 +167,9 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
   return old;
 }
 
-std::uint32_t allocate_slot() noexcept { return next_slot.fetch_add(1, std::memory_order_relaxed); }
+std::uint32_t allocate_slot() noexcept {
+  return next_slot.fetch_add(1, std::memory_order_relaxed);
+}
 
 void throw_lookup_failed(const std::string& name) {
   throw error(errc::lookup_failed, "weft: context_var '" + name + "' has no value and no default");

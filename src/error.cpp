@@ -39,7 +39,9 @@ const std::error_category& error_category() noexcept {
   return instance;
 }
 
-std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
 
 error::error(errc e, const std::string& message)
     : std::system_error(make_error_code(e), message), message_(message) {}

@@ -56,7 +56,9 @@ fiber_record::fiber_record(pool& p, job* j) noexcept
   scope = std::exchange(j->scope, nullptr);
 }
 
-fiber_record::~fiber_record() { release(scope); }
+fiber_record::~fiber_record() {
+  release(scope);
+}
 
 void fiber_record::main() noexcept {
   asan::finish_switch();
@@ -122,7 +124,9 @@ void reporter::report(std::exception_ptr e) noexcept {
   }
 }
 
-void report_unhandled(pool& owner, std::exception_ptr e) noexcept { owner.unhandled->report(e); }
+void report_unhandled(pool& owner, std::exception_ptr e) noexcept {
+  owner.unhandled->report(e);
+}
 
 // ---- the pool --------------------------------------------------------------------------
 
@@ -165,14 +169,18 @@ pool::pool(executor& ex, executor_options options)
     }
   } catch (...) {
     exiting_.store(true);
-    for (auto& w : workers_) w->wake();
-    for (auto& t : threads_) t.join();
+    for (auto& w : workers_)
+      w->wake();
+    for (auto& t : threads_)
+      t.join();
     unhandled->release();
     throw;
   }
 }
 
-pool::~pool() { unhandled->release(); }
+pool::~pool() {
+  unhandled->release();
+}
 
 void pool::worker_main(unsigned index) {
   tl_pool = this;
@@ -308,8 +316,10 @@ void pool::join() {
   if (joined_) return;
   idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
   exiting_.store(true, std::memory_order_seq_cst);
-  for (auto& w : workers_) w->wake();
-  for (auto& t : threads_) t.join();
+  for (auto& w : workers_)
+    w->wake();
+  for (auto& t : threads_)
+    t.join();
   joined_ = true;
 }
 
@@ -344,11 +354,12 @@ void pool::note_awake(worker_slot& w) noexcept {
 
 executor::executor() : executor(executor_options{}) {}
 
-executor::executor(unsigned threads) : executor([threads] {
-  executor_options o;
-  o.threads = threads;
-  return o;
-}()) {}
+executor::executor(unsigned threads)
+    : executor([threads] {
+        executor_options o;
+        o.threads = threads;
+        return o;
+      }()) {}
 
 executor::executor(executor_options options)
     : pool_(std::make_unique<detail::pool>(*this, detail::checked(std::move(options)))) {}
@@ -361,13 +372,21 @@ executor::~executor() {
   }
 }
 
-void executor::submit(detail::job* j, detail::cancel_scope* scope) { pool_->submit(j, scope); }
+void executor::submit(detail::job* j, detail::cancel_scope* scope) {
+  pool_->submit(j, scope);
+}
 
-void executor::shutdown() noexcept { pool_->shutdown(); }
+void executor::shutdown() noexcept {
+  pool_->shutdown();
+}
 
-void executor::join() { pool_->join(); }
+void executor::join() {
+  pool_->join();
+}
 
-unsigned executor::thread_count() const noexcept { return pool_->size(); }
+unsigned executor::thread_count() const noexcept {
+  return pool_->size();
+}
 
 executor* executor::current() noexcept {
   detail::pool* p = detail::tl_pool;

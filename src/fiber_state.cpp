@@ -43,7 +43,9 @@ void fiber_state::end() noexcept {
   if (tl_context == &own) publish_root(nullptr);
 }
 
-fiber_state::~fiber_state() { end(); }
+fiber_state::~fiber_state() {
+  end();
+}
 
 fiber_state& thread_state() {
   if (fiber_state* f = tl_fiber) return *f;

@@ -70,10 +70,10 @@ class pool {
   std::vector<std::unique_ptr<worker_slot>> workers_;
   std::vector<std::thread> threads_;
 
-  std::mutex inject_mutex_;       // guards the queue of work submitted from outside
+  std::mutex inject_mutex_;  // guards the queue of work submitted from outside
   job* inject_head_ = nullptr;
   job* inject_tail_ = nullptr;
-  bool closed_ = false;           // guarded by inject_mutex_
+  bool closed_ = false;  // guarded by inject_mutex_
   std::atomic<std::size_t> injected_{0};
 
   std::atomic<bool> closed_flag_{false};

@@ -33,7 +33,8 @@ fiber_record* record_of(context* ctx) noexcept {
 void ready_queue::grow() {
   std::vector<context*> bigger(ring_.size() * 2);
   const std::size_t n = size();
-  for (std::size_t i = 0; i < n; ++i) bigger[i] = ring_[(head_ + i) & mask()];
+  for (std::size_t i = 0; i < n; ++i)
+    bigger[i] = ring_[(head_ + i) & mask()];
   ring_.swap(bigger);
   head_ = 0;
   tail_ = n;
@@ -136,8 +137,8 @@ context* algorithm::pick_next() noexcept {
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
   // has nothing local to do, and now and then regardless so a busy worker still takes some.
   const bool main_wanted = main_parked_ && running_ != main_ && pool_.main_wanted();
-  if (dispatcher_ != nullptr && (ticks_ % kDispatchEvery == 0 ||
-                                 self_.remote_pending.load(std::memory_order_relaxed))) {
+  if (dispatcher_ != nullptr &&
+      (ticks_ % kDispatchEvery == 0 || self_.remote_pending.load(std::memory_order_relaxed))) {
     next = dispatcher_;
   } else if (main_ready_) {
     main_ready_ = false;

@@ -52,15 +52,15 @@ class ready_queue {
 
 // worker_slot is the pool-owned part of one worker.
 struct alignas(64) worker_slot {
-  spinlock lock;                        // guards ready
+  spinlock lock;  // guards ready
   ready_queue ready;
   std::atomic<std::size_t> ready_size{0};  // lock-free hint for thieves
   std::atomic<bool> sleeping{false};
   std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
-  bool notified = false;                 // guarded by sleep_mutex
-  algorithm* algo = nullptr;             // set while the worker thread runs
+  bool notified = false;      // guarded by sleep_mutex
+  algorithm* algo = nullptr;  // set while the worker thread runs
 
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;

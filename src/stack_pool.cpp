@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -14,9 +15,13 @@
 namespace weft::detail {
 namespace {
 
-std::size_t page_size() noexcept { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
+std::size_t page_size() noexcept {
+  return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
 
-std::size_t round_up(std::size_t n, std::size_t to) noexcept { return (n + to - 1) / to * to; }
+std::size_t round_up(std::size_t n, std::size_t to) noexcept {
+  return (n + to - 1) / to * to;
+}
 
 }  // namespace
 
@@ -26,13 +31,17 @@ stack_pool::stack_pool(std::size_t stack_size, bool guard_pages)
       guard_(guard_pages) {}
 
 stack_pool::~stack_pool() {
-  for (const slab& s : slabs_) ::munmap(s.base, s.bytes);
+  // The executor joined its threads first, and every fiber's stack came back with its context.
+  assert(in_use_ == 0 && "a fiber stack outlived its executor");
+  for (const slab& s : slabs_)
+    ::munmap(s.base, s.bytes);
 }
 
 void* stack_pool::carve() {
   if (next_ == end_) {
     // Slabs double from 8 stacks up to 256: small pools stay small, big ones map rarely.
-    const std::size_t count = std::min<std::size_t>(256, 8u << std::min<std::size_t>(slabs_.size(), 5));
+    const std::size_t count =
+        std::min<std::size_t>(256, 8u << std::min<std::size_t>(slabs_.size(), 5));
     const std::size_t bytes = count * stride_;
     slabs_.reserve(slabs_.size() + 1);
     void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,

@@ -44,7 +44,7 @@ class stack_pool {
   mutable spinlock lock_;
   std::vector<void*> free_;  // bases of returned stacks
   std::vector<slab> slabs_;
-  char* next_ = nullptr;     // uncarved part of the newest slab
+  char* next_ = nullptr;  // uncarved part of the newest slab
   char* end_ = nullptr;
   std::size_t in_use_ = 0;
 };

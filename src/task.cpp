@@ -7,12 +7,13 @@
 namespace weft::detail {
 
 void task_base::wait() {
-  block(lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
+  block(
+      lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
 }
 
 bool task_base::wait_until(clock::time_point deadline) {
-  return block(lock, waiters, [this] { return finished.load(std::memory_order_relaxed); },
-               &deadline, true);
+  return block(
+      lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, &deadline, true);
 }
 
 void task_base::complete(pool& owner) noexcept {

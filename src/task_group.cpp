@@ -20,7 +20,7 @@ class task_group_state {
 
   std::atomic<unsigned> refs{1};
   spinlock lock;
-  std::size_t pending = 0;  // children spawned and not finished (guarded by lock)
+  std::size_t pending = 0;   // children spawned and not finished (guarded by lock)
   std::exception_ptr first;  // the exception that cancelled the group (guarded by lock)
   waiter* waiters = nullptr;
   cancel_scope* scope;
@@ -118,6 +118,8 @@ void task_group::wait() {
   if (e) std::rethrow_exception(e);
 }
 
-void task_group::cancel() noexcept { detail::request_cancel(state_->scope); }
+void task_group::cancel() noexcept {
+  detail::request_cancel(state_->scope);
+}
 
 }  // namespace weft

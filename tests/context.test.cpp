@@ -2,6 +2,7 @@
 // variables"), on plain threads.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -312,4 +313,36 @@ TEST_CASE("a thousand variables, and slots beyond one trie level", "[context]") 
     CHECK(snap.size() == std::size_t(n));
   });
   CHECK(ctx.size() == std::size_t(n));
+}
+
+TEST_CASE("a slow value destructor runs outside any lock", "[context]") {
+  struct slow {
+    std::atomic<bool>* release;
+    std::atomic<bool>* started;
+    ~slow() {
+      if (release == nullptr) return;
+      started->store(true);
+      while (!release->load())
+        std::this_thread::yield();
+    }
+  };
+  std::atomic<bool> release{false}, started{false};
+  weft::context_var<slow> v("slow");
+  weft::context_var<int> other("other");
+  std::thread dropper([&] {
+    auto t = v.set(slow{&release, &started});
+    auto t2 = v.set(slow{nullptr, nullptr});
+    t = decltype(t)(std::move(t2));  // dropping the first token destroys the first value
+  });
+  while (!started)
+    std::this_thread::yield();
+  // The destructor is blocked now, on the other thread; context operations here go on.
+  for (int i = 0; i < 1000; ++i) {
+    auto tok = other.set(i);
+    const weft::context c = weft::copy_context();
+    CHECK(*c.find(other) == i);
+    other.reset(tok);
+  }
+  release = true;
+  dropper.join();
 }

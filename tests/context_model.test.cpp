@@ -144,7 +144,7 @@ class model_test {
         s.entered = true;
         s.real.run([&] { session(s.model, which, depth + 1); });
         s.entered = false;
-        check_all(m);  // the outer context is untouched by what ran inside
+        check_all(m);        // the outer context is untouched by what ran inside
       } else if (op < 98) {  // compare every saved snapshot with its model
         for (auto& s : saved_) {
           REQUIRE(s->real.size() == s->model.size());

@@ -19,10 +19,14 @@ TEST_CASE("errors carry their code, the weft category and the message as given",
 
 TEST_CASE("every errc has its own message and value", "[error]") {
   using weft::errc;
-  const errc all[] = {errc::lookup_failed,       errc::token_used,
-                      errc::token_wrong_var,     errc::token_wrong_context,
-                      errc::context_already_entered, errc::executor_closed,
-                      errc::not_in_executor,     errc::invalid_argument,
+  const errc all[] = {errc::lookup_failed,
+                      errc::token_used,
+                      errc::token_wrong_var,
+                      errc::token_wrong_context,
+                      errc::context_already_entered,
+                      errc::executor_closed,
+                      errc::not_in_executor,
+                      errc::invalid_argument,
                       errc::cancelled};
   CHECK(static_cast<int>(errc::lookup_failed) == 1);
   for (std::size_t i = 0; i < std::size(all); ++i) {
@@ -30,7 +34,8 @@ TEST_CASE("every errc has its own message and value", "[error]") {
     const std::error_code code = weft::make_error_code(all[i]);
     CHECK(code.value() == static_cast<int>(all[i]));
     CHECK_FALSE(code.message().empty());
-    for (std::size_t j = 0; j < i; ++j) CHECK(code.message() != weft::make_error_code(all[j]).message());
+    for (std::size_t j = 0; j < i; ++j)
+      CHECK(code.message() != weft::make_error_code(all[j]).message());
   }
 }
 

@@ -3,6 +3,10 @@
 #include <catch2/catch.hpp>
 
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 
 #include <atomic>
 #include <chrono>
@@ -34,7 +38,9 @@ weft::context_var<int> depth("depth", 0);
 
 // thread_now() is the calling thread's id, read afresh: glibc declares pthread_self()
 // const, so inline calls around a fiber switch may be folded into one stale read.
-[[gnu::noipa]] std::thread::id thread_now() { return std::this_thread::get_id(); }
+[[gnu::noipa]] std::thread::id thread_now() {
+  return std::this_thread::get_id();
+}
 
 double cpu_seconds() {
   rusage u{};
@@ -127,7 +133,8 @@ TEST_CASE("children, siblings and parents never see each other's sets", "[execut
         return depth.get();
       }));
     }
-    for (int i = 0; i < 16; ++i) CHECK(kids[i].get() == 100 + i);
+    for (int i = 0; i < 16; ++i)
+      CHECK(kids[i].get() == 100 + i);
     CHECK(depth.get() == 1);
   });
   CHECK(depth.get() == 0);
@@ -174,7 +181,8 @@ TEST_CASE("thousands of concurrent requests each keep their own id across many y
       }));
     });
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(wrong == 0);
   CHECK(done == kRequests);
 }
@@ -202,7 +210,8 @@ TEST_CASE("fibers that migrate between workers keep their context and fiber_loca
       }
     }));
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(wrong == 0);
   INFO("migrations observed: " << migrations.load());
   CHECK(migrations > 0);
@@ -211,7 +220,8 @@ TEST_CASE("fibers that migrate between workers keep their context and fiber_loca
 TEST_CASE("many executors side by side, and twenty in a row", "[executor]") {
   {
     std::vector<std::unique_ptr<weft::executor>> pools;
-    for (int i = 0; i < 6; ++i) pools.push_back(std::make_unique<weft::executor>(2));
+    for (int i = 0; i < 6; ++i)
+      pools.push_back(std::make_unique<weft::executor>(2));
     std::vector<weft::task<int>> tasks;
     for (int i = 0; i < 6; ++i) {
       tasks.push_back(pools[i]->spawn([i, &pools] {
@@ -219,7 +229,8 @@ TEST_CASE("many executors side by side, and twenty in a row", "[executor]") {
         return weft::spawn([i] { return i * 10; }).get();
       }));
     }
-    for (int i = 0; i < 6; ++i) CHECK(tasks[i].get() == i * 10);
+    for (int i = 0; i < 6; ++i)
+      CHECK(tasks[i].get() == i * 10);
   }
   for (int round = 0; round < 20; ++round) {
     weft::executor ex(1 + round % 4);
@@ -234,8 +245,7 @@ TEST_CASE("executor::current and weft::spawn outside a pool", "[executor]") {
   CHECK(ex.run([] { return weft::executor::current(); }) == &ex);
 }
 
-TEST_CASE("bad options are refused with invalid_argument saying what was given",
-          "[executor]") {
+TEST_CASE("bad options are refused with invalid_argument saying what was given", "[executor]") {
   weft::executor_options zero;
   zero.threads = 0;
   CHECK(code_of([&] { weft::executor ex(zero); }) == int(errc::invalid_argument));
@@ -254,10 +264,13 @@ TEST_CASE("after shutdown, outside submissions are refused and inside spawns sti
   std::atomic<int> finished{0};
   std::atomic<bool> release{false};
   auto parent = ex.spawn([&] {
-    while (!release) weft::this_fiber::sleep_for(1ms);
+    while (!release)
+      weft::this_fiber::sleep_for(1ms);
     std::vector<weft::task<void>> kids;  // spawned after shutdown(), from inside
-    for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn([&] { ++finished; }));
-    for (auto& k : kids) k.get();
+    for (int i = 0; i < 10; ++i)
+      kids.push_back(weft::spawn([&] { ++finished; }));
+    for (auto& k : kids)
+      k.get();
     ++finished;
   });
   ex.shutdown();
@@ -295,8 +308,7 @@ TEST_CASE("shutdown with work in flight loses nothing; the destructor drains", "
   CHECK(done == kTop * 4);
 }
 
-TEST_CASE("unhandled exceptions of posted work and dropped tasks reach the handler",
-          "[executor]") {
+TEST_CASE("unhandled exceptions of posted work and dropped tasks reach the handler", "[executor]") {
   std::mutex m;
   std::vector<std::string> seen;
   weft::executor_options o;
@@ -329,8 +341,7 @@ TEST_CASE("unhandled exceptions of posted work and dropped tasks reach the handl
 
 TEST_CASE("run() from inside a 1-thread pool suspends instead of deadlocking", "[executor]") {
   weft::executor ex(1);
-  CHECK(ex.run([&ex] { return ex.run([&ex] { return ex.run([] { return 3; }) + 1; }) + 1; }) ==
-        5);
+  CHECK(ex.run([&ex] { return ex.run([&ex] { return ex.run([] { return 3; }) + 1; }) + 1; }) == 5);
 }
 
 TEST_CASE("wait_for times out on a slow task and succeeds on a finished one", "[executor]") {
@@ -365,7 +376,8 @@ TEST_CASE("CPU-bound fibers spread over all workers", "[executor]") {
       used.insert(thread_now());
     }));
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(used.size() == threads);
 }
 
@@ -403,7 +415,8 @@ TEST_CASE("a fiber may suspend inside a catch block and rethrow after resuming e
       try {
         throw std::runtime_error("e" + std::to_string(i));
       } catch (const std::exception&) {
-        for (int k = 0; k < 5; ++k) weft::this_fiber::yield();  // others throw meanwhile
+        for (int k = 0; k < 5; ++k)
+          weft::this_fiber::yield();  // others throw meanwhile
         try {
           throw;
         } catch (const std::runtime_error& again) {
@@ -412,7 +425,8 @@ TEST_CASE("a fiber may suspend inside a catch block and rethrow after resuming e
       }
     }));
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(ok == 64);
 }
 
@@ -439,7 +453,8 @@ TEST_CASE("a destructor may suspend during unwinding", "[executor]") {
       return seen;
     }));
   }
-  for (auto& t : tasks) CHECK(t.get() == 1);
+  for (auto& t : tasks)
+    CHECK(t.get() == 1);
 }
 
 TEST_CASE("guard pages: ordinary fibers run normally on protected stacks", "[executor]") {
@@ -450,9 +465,43 @@ TEST_CASE("guard pages: ordinary fibers run normally on protected stacks", "[exe
   weft::executor ex(o);
   CHECK(ex.run([] {
     std::vector<weft::task<int>> kids;
-    for (int i = 0; i < 50; ++i) kids.push_back(weft::spawn([i] { return i; }));
+    for (int i = 0; i < 50; ++i)
+      kids.push_back(weft::spawn([i] { return i; }));
     int s = 0;
-    for (auto& k : kids) s += k.get();
+    for (auto& k : kids)
+      s += k.get();
     return s;
   }) == 49 * 50 / 2);
+}
+
+namespace {
+// recurse() uses stack until `limit` frames (far beyond the stack); the volatile buffer
+// keeps every frame real.
+[[gnu::noinline]] int recurse(int depth, int limit) {
+  volatile char frame[512];
+  frame[0] = char(depth);
+  if (depth == limit) return frame[0];
+  return recurse(depth + 1, limit) + frame[0];
+}
+}  // namespace
+
+TEST_CASE("guard pages: a runaway recursion dies with SIGSEGV at the guard page", "[executor]") {
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // In the child: default SIGSEGV handling (Catch2 installs its own), then overflow.
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    weft::executor_options o;
+    o.threads = 1;
+    o.guard_pages = true;
+    o.stack_size = 32 * 1024;
+    weft::executor ex(o);
+    ex.run([] { return recurse(0, 1 << 20); });
+    _exit(0);  // not reached
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK((WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS));
 }

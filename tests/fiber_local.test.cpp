@@ -60,7 +60,8 @@ TEST_CASE("values are destroyed when their fiber ends", "[fiber_local]") {
       CHECK(tracked->value == i);
     }));
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(test::counted_value::alive == 0);  // gone before get() returned
   ex.run([] { (void)tracked.get(); });
   CHECK(test::counted_value::alive == 0);
@@ -79,7 +80,8 @@ TEST_CASE("a local created on first use survives many switches", "[fiber_local]"
       if (counter.get() != 30 * i) ++wrong;
     }));
   }
-  for (auto& t : tasks) t.get();
+  for (auto& t : tasks)
+    t.get();
   CHECK(wrong == 0);
 }
 
@@ -91,7 +93,8 @@ TEST_CASE("many fiber_locals in one fiber", "[fiber_local]") {
   weft::executor ex(1);
   CHECK(ex.run([&] {
     int sum = 0;
-    for (auto& l : locals) sum += l->get();
+    for (auto& l : locals)
+      sum += l->get();
     return sum;
   }) == 99 * 100 / 2);
 }

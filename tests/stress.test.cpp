@@ -47,9 +47,11 @@ void tree_node(int level, std::uint64_t path) {
   auto t = level_vars[level]->set(path);
   std::vector<weft::task<void>> kids;
   kids.reserve(10);
-  for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn(tree_node, level + 1, path * 10 + i));
+  for (int i = 0; i < 10; ++i)
+    kids.push_back(weft::spawn(tree_node, level + 1, path * 10 + i));
   if (path % 7 == 0) weft::this_fiber::yield();
-  for (auto& k : kids) k.get();
+  for (auto& k : kids)
+    k.get();
 }
 
 }  // namespace
@@ -65,8 +67,10 @@ TEST_CASE("a 1M-fiber spawn tree sees exactly its ancestors' values", "[.stress]
   ex.run([] {
     auto t = level_vars[0]->set(0);  // the root binds level 0 = path 0
     std::vector<weft::task<void>> kids;
-    for (int i = 0; i < 10; ++i) kids.push_back(weft::spawn(tree_node, 1, std::uint64_t(i)));
-    for (auto& k : kids) k.get();
+    for (int i = 0; i < 10; ++i)
+      kids.push_back(weft::spawn(tree_node, 1, std::uint64_t(i)));
+    for (auto& k : kids)
+      k.get();
   });
   CHECK(tree_fibers == 1111110);
   CHECK(tree_wrong == 0);
@@ -82,7 +86,8 @@ TEST_CASE("100 rounds of submit from 3 threads, shutdown mid-flight, join: nothi
       std::vector<std::thread> submitters;
       for (int s = 0; s < 3; ++s) {
         submitters.emplace_back([&] {
-          while (!go) std::this_thread::yield();
+          while (!go)
+            std::this_thread::yield();
           for (;;) {
             try {
               ex.post([&] {
@@ -101,7 +106,8 @@ TEST_CASE("100 rounds of submit from 3 threads, shutdown mid-flight, join: nothi
       go = true;
       std::this_thread::sleep_for(std::chrono::microseconds(200 + 50 * (round % 10)));
       ex.shutdown();
-      for (auto& t : submitters) t.join();
+      for (auto& t : submitters)
+        t.join();
       ex.join();
     }
     INFO("round " << round << ": accepted " << accepted.load());
@@ -125,7 +131,8 @@ TEST_CASE("10k variables in one context, copied across 100k spawns; memory comes
     std::atomic<long> wrong{0};
     weft::context big;
     big.run([&] {
-      for (int i = 0; i < 10000; ++i) (void)vars[i]->set(test::counted_value(i));
+      for (int i = 0; i < 10000; ++i)
+        (void)vars[i]->set(test::counted_value(i));
       for (int batch = 0; batch < 100; ++batch) {
         std::vector<weft::task<void>> tasks;
         for (int k = 0; k < 1000; ++k) {
@@ -135,7 +142,8 @@ TEST_CASE("10k variables in one context, copied across 100k spawns; memory comes
             if (k % 10 == 0) (void)vars[i]->set(test::counted_value(-1));  // a private copy
           }));
         }
-        for (auto& t : tasks) t.get();
+        for (auto& t : tasks)
+          t.get();
       }
     });
     CHECK(wrong == 0);
@@ -154,9 +162,11 @@ TEST_CASE("1M spawn/get and 1M set/reset leave nothing behind", "[.stress]") {
     }
     for (int i = 0; i < 1000; ++i) {
       std::vector<weft::task<int>> tasks;
-      for (int k = 0; k < 1000; ++k) tasks.push_back(weft::spawn([k] { return k; }));
+      for (int k = 0; k < 1000; ++k)
+        tasks.push_back(weft::spawn([k] { return k; }));
       long sum = 0;
-      for (auto& t : tasks) sum += t.get();
+      for (auto& t : tasks)
+        sum += t.get();
       REQUIRE(sum == 999L * 1000 / 2);
     }
   });

@@ -117,7 +117,8 @@ TEST_CASE("cancellation reaches grandchildren spawned with weft::spawn, even aft
     g.wait();  // nothing to rethrow after a plain cancel()
   });
   const auto deadline = clock_type::now() + 5s;
-  while (late_saw == -1 && clock_type::now() < deadline) std::this_thread::sleep_for(1ms);
+  while (late_saw == -1 && clock_type::now() < deadline)
+    std::this_thread::sleep_for(1ms);
   CHECK(saw_cancel == 1);
   CHECK(late_saw == 1);
 }
@@ -145,8 +146,7 @@ TEST_CASE("fibers outside a cancelled group are never cancelled", "[task_group]"
   });
 }
 
-TEST_CASE("a nested group is cancelled with its parent but not with its siblings",
-          "[task_group]") {
+TEST_CASE("a nested group is cancelled with its parent but not with its siblings", "[task_group]") {
   weft::executor ex(2);
   ex.run([] {
     std::atomic<int> inner_cancelled{0};
@@ -183,7 +183,8 @@ TEST_CASE("yield and task waits are cancellation points", "[task_group]") {
     std::atomic<int> points{0};
     weft::task_group g;
     g.spawn([&] {
-      while (!weft::this_fiber::cancellation_requested()) weft::this_fiber::sleep_for(1ms);
+      while (!weft::this_fiber::cancellation_requested())
+        weft::this_fiber::sleep_for(1ms);
       if (code_of([] { weft::this_fiber::yield(); }) == int(errc::cancelled)) ++points;
       if (code_of([] { weft::this_fiber::throw_if_cancelled(); }) == int(errc::cancelled)) ++points;
     });
@@ -202,7 +203,8 @@ TEST_CASE("a group on an executor, used from a plain thread", "[task_group]") {
   std::atomic<int> n{0};
   {
     weft::task_group g(ex);
-    for (int i = 0; i < 10; ++i) g.spawn([&] { ++n; });
+    for (int i = 0; i < 10; ++i)
+      g.spawn([&] { ++n; });
     g.wait();
     CHECK(n == 10);
     g.spawn([] { throw std::logic_error("late"); });

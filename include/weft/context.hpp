@@ -99,10 +99,11 @@ inline context copy_context() {
 // thread, several times, even concurrently; sets made by f are not kept between calls.
 template <class F>
 auto bind_context(F&& f) {
-  return [snapshot = copy_context(), fn = std::forward<F>(f)](auto&&... a) mutable -> decltype(auto) {
-    context c = snapshot;
-    return c.run(fn, std::forward<decltype(a)>(a)...);
-  };
+  return
+      [snapshot = copy_context(), fn = std::forward<F>(f)](auto&&... a) mutable -> decltype(auto) {
+        context c = snapshot;
+        return c.run(fn, std::forward<decltype(a)>(a)...);
+      };
 }
 
 }  // namespace weft

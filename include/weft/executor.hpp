@@ -80,8 +80,8 @@ class executor {
   template <class F, class... A>
   auto spawn(F&& f, A&&... a) -> task<detail::spawn_result_t<F, A...>> {
     using R = detail::spawn_result_t<F, A...>;
-    auto* t = new detail::spawned<R, std::decay_t<F>, std::decay_t<A>...>(
-        std::forward<F>(f), std::forward<A>(a)...);
+    auto* t = new detail::spawned<R, std::decay_t<F>, std::decay_t<A>...>(std::forward<F>(f),
+                                                                          std::forward<A>(a)...);
     submit(t, nullptr);
     return task<R>(t);
   }
@@ -91,7 +91,7 @@ class executor {
   template <class F, class... A>
   void post(F&& f, A&&... a) {
     submit(new detail::posted<std::decay_t<F>, std::decay_t<A>...>(std::forward<F>(f),
-                                                                     std::forward<A>(a)...),
+                                                                   std::forward<A>(a)...),
            nullptr);
   }
 

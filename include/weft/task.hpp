@@ -23,13 +23,13 @@ struct reporter;
 
 // task_base is the untyped shared state between a spawned fiber and its task handle.
 struct task_base : job {
-  std::atomic<unsigned> refs{2};     // the handle's and the pool's
+  std::atomic<unsigned> refs{2};  // the handle's and the pool's
   std::atomic<bool> finished{false};
   spinlock lock;
-  bool retrieved = false;            // get() took the outcome (guarded by lock)
-  bool handle_dropped = false;       // guarded by lock
-  waiter* waiters = nullptr;         // guarded by lock
-  reporter* unhandled = nullptr;     // set when the fiber failed, to report a dropped handle
+  bool retrieved = false;         // get() took the outcome (guarded by lock)
+  bool handle_dropped = false;    // guarded by lock
+  waiter* waiters = nullptr;      // guarded by lock
+  reporter* unhandled = nullptr;  // set when the fiber failed, to report a dropped handle
   std::exception_ptr failure;
 
   ~task_base() override;

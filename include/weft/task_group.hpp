@@ -64,8 +64,8 @@ class task_group {
   // Never blocks. Throws errc::executor_closed like executor::spawn.
   template <class F, class... A>
   void spawn(F&& f, A&&... a) {
-    submit(new detail::group_child<std::decay_t<F>, std::decay_t<A>...>(
-        state_, std::forward<F>(f), std::forward<A>(a)...));
+    submit(new detail::group_child<std::decay_t<F>, std::decay_t<A>...>(state_, std::forward<F>(f),
+                                                                        std::forward<A>(a)...));
   }
 
   // wait() blocks until every child finished, then rethrows the first exception a child

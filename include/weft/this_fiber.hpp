@@ -19,10 +19,12 @@ void yield();
 template <class Clock, class Dur>
 void sleep_until(std::chrono::time_point<Clock, Dur> tp) {
   if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-    detail::sleep_until_steady(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(tp));
+    detail::sleep_until_steady(
+        std::chrono::time_point_cast<std::chrono::steady_clock::duration>(tp));
   } else {
-    detail::sleep_until_steady(std::chrono::steady_clock::now() +
-                               std::chrono::ceil<std::chrono::steady_clock::duration>(tp - Clock::now()));
+    detail::sleep_until_steady(
+        std::chrono::steady_clock::now() +
+        std::chrono::ceil<std::chrono::steady_clock::duration>(tp - Clock::now()));
   }
 }
 

@@ -15,9 +15,9 @@ namespace detail {
 
 // token_base is the untyped part of a token: what reset() checks and restores.
 struct token_base {
-  const void* var = nullptr;      // the context_var that made it
-  cell* old = nullptr;            // the binding before set(), nullptr = unbound (owned)
-  std::uint64_t context_id = 0;   // identity of the context the set() happened in
+  const void* var = nullptr;     // the context_var that made it
+  cell* old = nullptr;           // the binding before set(), nullptr = unbound (owned)
+  std::uint64_t context_id = 0;  // identity of the context the set() happened in
   bool used = false;
 
   token_base() = default;

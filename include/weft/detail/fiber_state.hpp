@@ -32,12 +32,12 @@ struct local_entry {
 
 // fiber_state is the record of one fiber, or of one plain thread outside fibers.
 struct fiber_state {
-  context_state own;                // the fiber's own context
-  context_state* current = &own;    // own, or the context object being run (context::run)
-  local_entry* locals = nullptr;    // fiber_local values, indexed by fiber_local index
+  context_state own;              // the fiber's own context
+  context_state* current = &own;  // own, or the context object being run (context::run)
+  local_entry* locals = nullptr;  // fiber_local values, indexed by fiber_local index
   std::uint32_t locals_size = 0;
-  bool is_pool_fiber = false;       // a weft fiber (it can park) rather than a plain thread
-  cancel_scope* scope = nullptr;    // inherited cancellation, nullptr = never cancelled
+  bool is_pool_fiber = false;     // a weft fiber (it can park) rather than a plain thread
+  cancel_scope* scope = nullptr;  // inherited cancellation, nullptr = never cancelled
 
   fiber_state() = default;
   fiber_state(const fiber_state&) = delete;
@@ -55,7 +55,9 @@ extern constinit thread_local context_state* tl_context WEFT_TLS_MODEL;
 // root, or which context is current, calls publish_root().
 extern constinit thread_local const node* tl_root WEFT_TLS_MODEL;
 
-inline void publish_root(const node* root) noexcept { tl_root = root ? root : &empty_node; }
+inline void publish_root(const node* root) noexcept {
+  tl_root = root ? root : &empty_node;
+}
 
 // current_root() is the current snapshot, nullptr when empty.
 inline node* current_root() noexcept {

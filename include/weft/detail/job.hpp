@@ -11,9 +11,9 @@ struct cancel_scope;
 // job is a callable waiting for (or running on) its fiber. The executor's templates make
 // one per spawn/post; the pool owns it from submission until complete().
 struct job {
-  job* next = nullptr;             // link in the pool's queue of work submitted from outside
-  node* context = nullptr;         // the snapshot the fiber starts with (owned reference)
-  cancel_scope* scope = nullptr;   // the cancellation the fiber inherits (owned reference)
+  job* next = nullptr;            // link in the pool's queue of work submitted from outside
+  node* context = nullptr;        // the snapshot the fiber starts with (owned reference)
+  cancel_scope* scope = nullptr;  // the cancellation the fiber inherits (owned reference)
 
   job() = default;
   job(const job&) = delete;

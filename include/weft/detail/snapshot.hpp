@@ -42,7 +42,9 @@ struct node : counted {
   void* entries[kNodeWidth];
 };
 
-inline void retain(counted* c) noexcept { c->refs.fetch_add(1, std::memory_order_relaxed); }
+inline void retain(counted* c) noexcept {
+  c->refs.fetch_add(1, std::memory_order_relaxed);
+}
 
 // last_reference() is true when the caller's reference is the only one left. Then nobody
 // else can take a new one, so it may be dropped without an atomic read-modify-write.
