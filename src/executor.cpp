@@ -312,9 +312,12 @@ void pool::join() {
                             "weft: executor::join() called from a fiber of the same executor");
   }
   shutdown();
-  std::unique_lock<std::mutex> lk(idle_mutex_);
+  std::lock_guard<std::mutex> one_at_a_time(join_mutex_);
   if (joined_) return;
-  idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
+  {
+    std::unique_lock<std::mutex> lk(idle_mutex_);
+    idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
+  }
   exiting_.store(true, std::memory_order_seq_cst);
   for (auto& w : workers_)
     w->wake();

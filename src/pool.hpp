@@ -80,6 +80,7 @@ class pool {
   std::atomic<std::size_t> live_{0};  // accepted and not yet finished
   std::atomic<bool> exiting_{false};
   std::atomic<unsigned> sleepers_{0};
+  std::mutex join_mutex_;  // one join() at a time
   std::mutex idle_mutex_;
   std::condition_variable idle_cv_;
   bool joined_ = false;
