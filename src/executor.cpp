@@ -168,13 +168,19 @@ pool::pool(executor& ex, executor_options options)
       threads_.emplace_back([this, i] { worker_main(i); });
     }
   } catch (...) {
-    exiting_.store(true);
-    for (auto& w : workers_)
-      w->wake();
-    for (auto& t : threads_)
-      t.join();
+    stop_workers();
     unhandled->release();
     throw;
+  }
+}
+
+void pool::stop_workers() noexcept {
+  exiting_.store(true, std::memory_order_seq_cst);
+  for (auto& w : workers_) {
+    w->wake();
+  }
+  for (auto& t : threads_) {
+    t.join();
   }
 }
 
@@ -199,13 +205,7 @@ void pool::worker_main(unsigned index) {
         launch(j);
       } catch (...) {
         // No fiber could be made (out of memory): the job fails instead of vanishing.
-        auto e = std::current_exception();
-        if (auto* t = dynamic_cast<task_base*>(j)) {
-          t->failure = e;
-        } else {
-          report_unhandled(*this, e);
-        }
-        j->complete(*this);
+        j->fail(*this, std::current_exception());
         fiber_finished();
       }
     }
@@ -318,11 +318,7 @@ void pool::join() {
     std::unique_lock<std::mutex> lk(idle_mutex_);
     idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
   }
-  exiting_.store(true, std::memory_order_seq_cst);
-  for (auto& w : workers_)
-    w->wake();
-  for (auto& t : threads_)
-    t.join();
+  stop_workers();
   joined_ = true;
 }
 

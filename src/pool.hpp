@@ -65,6 +65,8 @@ class pool {
 
  private:
   void worker_main(unsigned index);
+  // stop_workers() tells every worker to exit (there is no work left) and joins them.
+  void stop_workers() noexcept;
 
   executor_options options_;
   std::vector<std::unique_ptr<worker_slot>> workers_;

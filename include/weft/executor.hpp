@@ -35,6 +35,9 @@ class task_group_state;
 template <class F, class... A>
 using spawn_result_t = std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>;
 
+// report_unhandled() hands e to the pool's on_unhandled_exception.
+void report_unhandled(pool& owner, std::exception_ptr e) noexcept;
+
 // posted is the job of executor::post: a callable whose exception goes to the handler.
 template <class F, class... A>
 struct posted final : job {
@@ -42,10 +45,12 @@ struct posted final : job {
   explicit posted(G&& g, B&&... b) : call(std::forward<G>(g), std::forward<B>(b)...) {}
   void run(pool& owner) noexcept override;
   void complete(pool&) noexcept override { delete this; }
+  void fail(pool& owner, std::exception_ptr e) noexcept override {
+    report_unhandled(owner, std::move(e));
+    delete this;
+  }
   std::tuple<F, A...> call;
 };
-
-void report_unhandled(pool& owner, std::exception_ptr e) noexcept;
 
 template <class F, class... A>
 void posted<F, A...>::run(pool& owner) noexcept {

@@ -45,6 +45,10 @@ struct task_base : job {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
   void complete(pool& owner) noexcept final;
+  void fail(pool& owner, std::exception_ptr e) noexcept final {
+    failure = std::move(e);
+    complete(owner);
+  }
   // rethrow_failure() throws the fiber's exception, if any, marking it retrieved.
   void rethrow_failure();
 };

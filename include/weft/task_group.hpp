@@ -37,6 +37,10 @@ struct group_child final : job {
     delete this;
     group_child_done(g);
   }
+  void fail(pool& owner, std::exception_ptr e) noexcept override {
+    group_child_failed(group, std::move(e));
+    complete(owner);
+  }
   task_group_state* group;
   std::tuple<F, A...> call;
 };

@@ -1,6 +1,8 @@
 // weft/detail/job.hpp: one piece of work handed to an executor, and what its fiber inherits.
 #pragma once
 
+#include <exception>
+
 #include <weft/detail/snapshot.hpp>
 
 namespace weft::detail {
@@ -25,6 +27,8 @@ struct job {
   // complete() publishes the outcome (wakes waiters) and drops the pool's reference. It runs
   // after the fiber's fiber_local values and context are gone.
   virtual void complete(pool& owner) noexcept = 0;
+  // fail() ends a job whose fiber could not be made, as if the callable had thrown e.
+  virtual void fail(pool& owner, std::exception_ptr e) noexcept = 0;
 };
 
 }  // namespace weft::detail
