@@ -505,3 +505,40 @@ TEST_CASE("guard pages: a runaway recursion dies with SIGSEGV at the guard page"
   REQUIRE(WIFSIGNALED(status));
   CHECK((WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS));
 }
+
+TEST_CASE("a context being run on one fiber cannot be run on another", "[executor][context]") {
+  weft::executor ex(2);
+  weft::context shared;
+  std::atomic<bool> inside{false}, done{false};
+  auto holder = ex.spawn([&] {
+    shared.run([&] {
+      inside = true;
+      while (!done)
+        weft::this_fiber::sleep_for(1ms);
+    });
+  });
+  while (!inside)
+    std::this_thread::sleep_for(1ms);
+  CHECK(ex.run([&] { return code_of([&] { shared.run([] {}); }); }) ==
+        int(errc::context_already_entered));
+  done = true;
+  holder.get();
+  shared.run([] {});  // free again
+}
+
+TEST_CASE("pools of many sizes run, inherit and drain", "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u, 8u, 64u);
+  std::atomic<int> ok{0};
+  {
+    weft::executor ex(threads);
+    auto t = depth.set(42);
+    for (int i = 0; i < 200; ++i) {
+      ex.post([&] {
+        weft::this_fiber::yield();
+        if (weft::spawn([] { return depth.get(); }).get() == 42) ++ok;
+      });
+    }
+    depth.reset(t);
+  }
+  CHECK(ok == 200);
+}

@@ -39,9 +39,12 @@ class context {
  public:
   // context() is the empty context: no variable bound.
   context() noexcept = default;
+  // Copies share the snapshot (O(1)) but are independent contexts: changes made while one
+  // is run never show in another, and tokens made in one are refused by the others.
   context(const context& other) noexcept : state_{other.state_.root, 0} {
     if (state_.root) detail::retain(state_.root);
   }
+  // Moving leaves `other` empty. Do not move a context while it is being run.
   context(context&& other) noexcept : state_{std::exchange(other.state_.root, nullptr), 0} {}
   context& operator=(const context& other) noexcept {
     context copy(other);

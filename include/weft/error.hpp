@@ -31,6 +31,7 @@ std::error_code make_error_code(errc e) noexcept;
 // executor involved; code() == make_error_code(the errc).
 class error : public std::system_error {
  public:
+  // error(e, message): what() is message, code() is make_error_code(e).
   error(errc e, const std::string& message);
   const char* what() const noexcept override { return message_.what(); }
 

@@ -120,7 +120,9 @@ struct spawned final : task_result<R> {
 template <class R>
 class task {
  public:
+  // task() is an empty handle: valid() is false.
   task() noexcept = default;
+  // Moving transfers the fiber's result; the moved-from task is no longer valid().
   task(task&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
   task& operator=(task&& other) noexcept {
     if (this != &other) {
@@ -131,6 +133,7 @@ class task {
   }
   task(const task&) = delete;
   task& operator=(const task&) = delete;
+  // ~task() lets the fiber run on without waiting; see the class comment for its exception.
   ~task() { drop(); }
 
   // get() waits, then returns the result or rethrows the fiber's exception. Once: the task

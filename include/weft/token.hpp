@@ -51,6 +51,7 @@ void reset(token_base& tok, const void* var, std::uint32_t slot, const char* nam
 template <class T>
 class token {
  public:
+  // Move-only: exactly one token can undo a given set().
   token(token&&) noexcept = default;
   token& operator=(token&&) noexcept = default;
   token(const token&) = delete;
