@@ -1,31 +1,47 @@
-// memory: peak memory of many sleeping fibers. Each fiber touches 16 KiB of its stack and
-// sleeps; the program reports the peak RSS growth per fiber and what is left after the
-// touched stack pages are subtracted.
+// memory: resident memory of many sleeping fibers. Each fiber touches 16 KiB of its stack
+// and sleeps until cancelled. With all of them alive the program reads the resident set and
+// the bytes held by malloc: per fiber, the resident growth, the part that is heap (task and
+// group bookkeeping: everything beyond the touched stack pages) and the rest (stack pages,
+// including the fiber's record and Boost's context at the top of its stack). Then it
+// cancels them and reports what stays resident once the pool is idle again.
 //
-// usage: memory [fibers] [threads]     prints: memory <fibers> <KiB per fiber> <KiB beyond 16>
-#include <sys/resource.h>
+// usage: memory [fibers] [threads]
+//   prints: memory <fibers> <KiB/fiber resident> <KiB/fiber heap> <KiB/fiber stack pages>
+//           <MiB resident after, idle>
+#include <malloc.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
+#include <fstream>
+#include <thread>
 
 #include <weft/weft.hpp>
 
 namespace {
 
-long peak_rss_kib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss;
+long resident_kib() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
+
+long heap_bytes() {
+  const struct mallinfo2 m = mallinfo2();
+  return long(m.uordblks + m.hblkhd);
+}
+
+std::atomic<long> touched{0};
 
 void touch_and_sleep() {
   volatile char buffer[16 * 1024 - 512];  // about 16 KiB of the stack, the frame included
   std::memset(const_cast<char*>(buffer), 1, sizeof buffer);
-  weft::this_fiber::sleep_for(std::chrono::milliseconds(500));
-  buffer[0] = 2;
+  ++touched;
+  weft::this_fiber::sleep_for(std::chrono::hours(1));  // until the group is cancelled
 }
 
 }  // namespace
@@ -37,16 +53,20 @@ int main(int argc, char** argv) {
   o.stack_size = 32 * 1024;
   weft::executor ex(o);
   ex.run([] {});
-  const long before = peak_rss_kib();
-  ex.run([fibers] {
-    std::vector<weft::task<void>> all;
-    all.reserve(std::size_t(fibers));
-    for (long i = 0; i < fibers; ++i)
-      all.push_back(weft::spawn(touch_and_sleep));
-    for (auto& t : all)
-      t.get();
+  const long before = resident_kib();
+  const long heap_before = heap_bytes();
+  double per_fiber = 0, heap_per_fiber = 0;
+  ex.run([&] {
+    weft::task_group group;
+    for (long i = 0; i < fibers; ++i) group.spawn(touch_and_sleep);
+    while (touched < fibers) weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
+    per_fiber = double(resident_kib() - before) / double(fibers);
+    heap_per_fiber = double(heap_bytes() - heap_before) / 1024.0 / double(fibers);
+    group.cancel();
   });
-  const double per_fiber = double(peak_rss_kib() - before) / double(fibers);
-  std::printf("memory %ld %.2f %.2f\n", fibers, per_fiber, per_fiber - 16.0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // workers idle: stacks trimmed
+  const double after_mib = double(resident_kib() - before) / 1024.0;
+  std::printf("memory %ld %.2f %.2f %.2f %.1f\n", fibers, per_fiber, heap_per_fiber,
+              per_fiber - heap_per_fiber, after_mib);
   return 0;
 }

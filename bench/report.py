@@ -92,7 +92,8 @@ if len(per_fiber) > 1:
                  f"{worst:.2f}x", "<= 1.5x", "yes" if worst <= 1.5 else "NO"))
 mem = whole("memory.txt", 3)
 if mem:
-    absolute_row("memory: 100k sleeping fibers, KiB per fiber beyond 16 KiB touched", mem, "KiB", 2)
+    absolute_row("memory: 100k sleeping fibers, KiB/fiber beyond their stack pages", mem, "KiB",
+                 2)
 
 print(f"weft benchmarks, {datetime.date.today()}, {os.cpu_count()} cores, "
       f"{subprocess.run(['c++', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}, "
@@ -120,6 +121,11 @@ boost1 = whole("skynet_boost_1t.txt", 3)
 if sky1:
     print(f"  skynet {leaves} leaves, 1 thread, weft: {med(sky1):.3g} s"
           + (f"; raw Boost work_stealing: {med(boost1):.3g} s (1 run)" if boost1 else ""))
+mem_total, mem_stack, mem_after = (whole("memory.txt", c) for c in (2, 4, 5))
+if mem_total:
+    print(f"  100k sleeping fibers touching 16 KiB of stack: {med(mem_total):.3g} KiB resident per "
+          f"fiber, of which {med(mem_stack):.3g} KiB stack pages (the fiber's record and Boost's "
+          f"context included); {med(mem_after):.3g} MiB still resident once idle again")
 py = os.path.join(out, "python.json")
 if os.path.exists(py):
     p = json.load(open(py))

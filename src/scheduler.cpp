@@ -204,6 +204,7 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
     if (work_visible()) return;
     spin_pause();
   }
+  pool_.stacks.trim();
   pool_.note_sleeping(self_);
   if (!work_visible()) {
     std::unique_lock<std::mutex> lk(self_.sleep_mutex);

@@ -28,7 +28,8 @@ std::size_t round_up(std::size_t n, std::size_t to) noexcept {
 stack_pool::stack_pool(std::size_t stack_size, bool guard_pages)
     : usable_(round_up(stack_size, page_size())),
       stride_(usable_ + (guard_pages ? page_size() : 0)),
-      guard_(guard_pages) {}
+      guard_(guard_pages),
+      hot_limit_(std::max<std::size_t>(64, (std::size_t{64} << 20) / stride_)) {}
 
 stack_pool::~stack_pool() {
   // The executor joined its threads first, and every fiber's stack came back with its context.
@@ -53,7 +54,13 @@ void* stack_pool::carve() {
   }
   char* stack = next_;
   if (guard_ && ::mprotect(stack, page_size(), PROT_NONE) != 0) throw std::bad_alloc();
+  // Room for every stack in either list, so that deallocate() never allocates.
+  if (free_.capacity() <= carved_ || cold_.capacity() <= carved_) {
+    free_.reserve(2 * (carved_ + 1));
+    cold_.reserve(2 * (carved_ + 1));
+  }
   next_ += stride_;
+  ++carved_;
   return stack;
 }
 
@@ -64,8 +71,10 @@ boost::context::stack_context stack_pool::allocate() {
     if (!free_.empty()) {
       base = free_.back();
       free_.pop_back();
+    } else if (!cold_.empty()) {
+      base = cold_.back();
+      cold_.pop_back();
     } else {
-      free_.reserve(free_.size() + 1);  // so that deallocate() never needs to allocate
       base = carve();
     }
     ++in_use_;
@@ -85,6 +94,27 @@ void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
   std::lock_guard<spinlock> g(lock_);
   free_.push_back(static_cast<char*>(sctx.sp) - stride_);
   --in_use_;
+}
+
+void stack_pool::trim() noexcept {
+  std::vector<void*> batch;
+  {
+    std::lock_guard<spinlock> g(lock_);
+    if (free_.size() <= hot_limit_) return;
+    // The oldest idle stacks leave circulation while their pages are dropped.
+    const auto excess = static_cast<std::ptrdiff_t>(free_.size() - hot_limit_);
+    try {
+      batch.assign(free_.begin(), free_.begin() + excess);
+    } catch (...) {
+      return;  // no memory for the list: nothing is lost by trimming later
+    }
+    free_.erase(free_.begin(), free_.begin() + excess);
+  }
+  for (void* base : batch) {
+    ::madvise(static_cast<char*>(base) + (stride_ - usable_), usable_, MADV_DONTNEED);
+  }
+  std::lock_guard<spinlock> g(lock_);
+  cold_.insert(cold_.end(), batch.begin(), batch.end());  // capacity reserved in carve()
 }
 
 std::size_t stack_pool::in_use() const noexcept {

@@ -4,8 +4,11 @@
 // shared and locked (Boost's pooled_fixedsize_stack is not thread-safe). Stacks are carved
 // from mmap'ed slabs of growing size and kept until the executor goes: mapping and unmapping
 // one stack per fiber costs a system call and, in a multi-threaded process, a TLB shootdown
-// on every core. With guard pages the lowest page of each stack is PROT_NONE, so an overflow
-// faults instead of silently corrupting the neighbour.
+// on every core. The most recently used idle stacks (up to 64 MiB) stay hot for reuse; the
+// older ones give their pages back to the kernel (MADV_DONTNEED) once the pool goes idle, so
+// a burst of fibers does not pin its memory for the executor's lifetime. With guard pages
+// the lowest page of each stack is PROT_NONE, so an overflow faults instead of silently
+// corrupting the neighbour.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +31,10 @@ class stack_pool {
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept;
 
+  // trim() gives back the pages of the idle stacks beyond the hot ones. Workers call it when
+  // they are about to sleep: the system calls then cost nothing the fibers would notice.
+  void trim() noexcept;
+
   // in_use() is the number of stacks handed out and not yet returned.
   std::size_t in_use() const noexcept;
 
@@ -41,12 +48,15 @@ class stack_pool {
   std::size_t usable_;  // bytes a fiber can use
   std::size_t stride_;  // bytes per stack, guard page included
   bool guard_;
+  std::size_t hot_limit_;  // idle stacks kept with their pages
   mutable spinlock lock_;
-  std::vector<void*> free_;  // bases of returned stacks
+  std::vector<void*> free_;  // bases of returned stacks, oldest first, pages resident
+  std::vector<void*> cold_;  // bases of idle stacks whose pages were given back
   std::vector<slab> slabs_;
   char* next_ = nullptr;  // uncarved part of the newest slab
   char* end_ = nullptr;
   std::size_t in_use_ = 0;
+  std::size_t carved_ = 0;
 };
 
 // prepared_stack is the StackAllocator Boost.Fiber copies into each fiber: it hands over a
