@@ -58,8 +58,10 @@ int main(int argc, char** argv) {
   double per_fiber = 0, heap_per_fiber = 0;
   ex.run([&] {
     weft::task_group group;
-    for (long i = 0; i < fibers; ++i) group.spawn(touch_and_sleep);
-    while (touched < fibers) weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
+    for (long i = 0; i < fibers; ++i)
+      group.spawn(touch_and_sleep);
+    while (touched < fibers)
+      weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
     per_fiber = double(resident_kib() - before) / double(fibers);
     heap_per_fiber = double(heap_bytes() - heap_before) / 1024.0 / double(fibers);
     group.cancel();

@@ -2,8 +2,12 @@
 // (meson test --suite stress).
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -171,4 +175,49 @@ TEST_CASE("1M spawn/get and 1M set/reset leave nothing behind", "[.stress]") {
     }
   });
   CHECK(test::counted_value::alive == 0);
+}
+
+namespace {
+long resident_kib() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+}  // namespace
+
+TEST_CASE("the stacks of a burst of fibers give their memory back once the pool is idle",
+          "[.stress]") {
+  weft::executor_options o;
+  o.threads = 2;
+  o.stack_size = 32 * 1024;
+  weft::executor ex(o);
+  ex.run([] {});
+  const long before = resident_kib();
+  std::atomic<long> touched{0};
+  ex.run([&] {
+    weft::task_group burst;
+    for (int i = 0; i < 20000; ++i) {
+      burst.spawn([&] {
+        volatile char buffer[16 * 1024];
+        std::memset(const_cast<char*>(buffer), 1, sizeof buffer);
+        ++touched;
+        weft::this_fiber::sleep_for(1h);
+      });
+    }
+    while (touched < 20000)
+      weft::this_fiber::sleep_for(1ms);
+    burst.cancel();
+  });
+  const long peak_mib = (resident_kib() - before) / 1024;
+  long after_mib = peak_mib;
+  for (int i = 0; i < 100 && after_mib > 80; ++i) {
+    std::this_thread::sleep_for(50ms);
+    after_mib = (resident_kib() - before) / 1024;
+  }
+  INFO("resident growth: " << peak_mib << " MiB after the burst, " << after_mib << " MiB idle");
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's shadow and quarantine change the resident set
+  CHECK(peak_mib > 300);            // 20k x 16 KiB were really touched
+  CHECK(after_mib < 100);           // only the hot 64 MiB of stacks (and the heap) stay
+#endif
 }
