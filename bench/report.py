@@ -81,8 +81,12 @@ ratio_row("spawn+get, 1000 vars bound / 16 vars", bench("weft_spawn_get/1000/rea
 sky_w, sky_b = whole("skynet_weft_2t.txt", 3), whole("skynet_boost_2t.txt", 3)
 leaves = int(open(os.path.join(out, "skynet_weft_2t.txt")).readline().split()[1]) if sky_w else 0
 if sky_w and sky_b:
-    ratio_row("skynet 1M, 2 threads / raw Boost work_stealing, launch::dispatch, 32 KiB stacks", sky_w, sky_b, "s",
-              0.75, "Boost")
+    # Stock work_stealing is erratic here; judge the target against its fastest run too.
+    w, b, best = med(sky_w), med(sky_b), min(sky_b)
+    rows.append(("skynet 1M, 2 threads / raw Boost work_stealing, launch::dispatch, 32 KiB stacks",
+                 f"{w:.3g} s ({spread(sky_w)})", f"{b:.3g} s Boost ({spread(sky_b)})",
+                 f"{w / b:.2f}x (vs best Boost run: {w / best:.2f}x)", "<= 0.75x",
+                 "yes" if w / best <= 0.75 else "NO"))
 scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:
