@@ -1,8 +1,9 @@
 // scheduler.hpp: weft's per-executor Boost.Fiber scheduling algorithm.
 //
 // Each worker thread has a ready deque. The owner pushes and pops at the top (newest first:
-// a fiber's children run while its stack is still hot, and skynet-like trees keep only
-// depth x fan-out fibers alive); thieves take from the bottom (oldest first). Yielding fibers
+// a fiber's children run while its stack is still hot, and a spawn tree is explored depth
+// first, so few of its fibers are alive at once); thieves take from the bottom (oldest
+// first, the biggest pieces of work). Yielding fibers
 // go to the bottom so they let everyone else run. The pinned main and dispatcher contexts
 // are kept out of the deque (they must never be stolen). Idle workers spin briefly, then
 // sleep on a condition variable; a worker that queues stealable work wakes one sleeper.

@@ -542,3 +542,23 @@ TEST_CASE("pools of many sizes run, inherit and drain", "[executor]") {
   }
   CHECK(ok == 200);
 }
+
+TEST_CASE("a fiber queued behind a busy spawn/wake loop still runs on a 1-thread pool",
+          "[executor]") {
+  weft::executor ex(1);
+  std::atomic<bool> ran{false};
+  std::atomic<long> rounds_before{-1};
+  ex.run([&] {
+    weft::spawn([&] { ran = true; });  // queued first: at the far end of the deque
+    // Each round spawns a child and waits for it: the child and then this fiber go to the
+    // front of the queue every time, so only the scheduler's fairness lets the first run.
+    for (long i = 0; i < 1000000 && !ran; ++i) {
+      weft::spawn([] {}).get();
+      if (ran) rounds_before = i;
+    }
+  });
+  CHECK(ran);
+  INFO("rounds before it ran: " << rounds_before.load());
+  CHECK(rounds_before >= 0);
+  CHECK(rounds_before < 5000);
+}
