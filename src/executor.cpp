@@ -295,8 +295,33 @@ void pool::submit(job* j, cancel_scope* scope) {
 void pool::fiber_finished() noexcept {
   if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
       closed_flag_.load(std::memory_order_seq_cst)) {
+    if (orphaned()) {
+      // Nobody will join: the last fiber tells the workers to exit.
+      exiting_.store(true, std::memory_order_seq_cst);
+      for (auto& w : workers_) {
+        w->wake();
+      }
+      return;
+    }
     std::lock_guard<std::mutex> g(idle_mutex_);
     idle_cv_.notify_all();
+  }
+}
+
+void pool::orphan() noexcept {
+  shutdown();
+  for (auto& t : threads_) {
+    t.detach();
+  }
+  orphaned_.store(true, std::memory_order_release);
+  // Detached workers use the pool until their very last thread_local is gone, so it is never
+  // freed; it stays reachable from here, which also tells leak checkers it is intentional.
+  static std::mutex orphans_mutex;
+  static auto* orphans = new std::vector<pool*>;
+  std::lock_guard<std::mutex> g(orphans_mutex);
+  try {
+    orphans->push_back(this);
+  } catch (...) {
   }
 }
 
@@ -364,11 +389,15 @@ executor::executor(executor_options options)
     : pool_(std::make_unique<detail::pool>(*this, detail::checked(std::move(options)))) {}
 
 executor::~executor() {
-  try {
-    join();
-  } catch (...) {
-    // join() from inside the pool cannot wait; the destructor must not terminate.
+  if (detail::tl_pool == pool_.get()) {
+    // Destroyed from one of its own fibers: waiting here would wait for this very fiber.
+    std::fprintf(stderr,
+                 "weft: executor destroyed from one of its own fibers; its work finishes and its "
+                 "threads exit without being joined\n");
+    pool_.release()->orphan();
+    return;
   }
+  join();
 }
 
 void executor::submit(detail::job* j, detail::cancel_scope* scope) {
@@ -389,7 +418,7 @@ unsigned executor::thread_count() const noexcept {
 
 executor* executor::current() noexcept {
   detail::pool* p = detail::tl_pool;
-  return p != nullptr ? &p->owner : nullptr;
+  return p != nullptr && !p->orphaned() ? &p->owner : nullptr;
 }
 
 }  // namespace weft

@@ -36,6 +36,11 @@ class pool {
   void submit(job* j, cancel_scope* scope);
   void shutdown() noexcept;
   void join();
+  // orphan() is what an executor destroyed from one of its own fibers does instead of
+  // join(), which would wait for itself: shut down, let the accepted work finish, and have
+  // the workers exit on their own. The pool itself is never freed.
+  void orphan() noexcept;
+  bool orphaned() const noexcept { return orphaned_.load(std::memory_order_acquire); }
 
   // launch() starts the fiber for j on the calling worker thread.
   void launch(job* j);
@@ -82,6 +87,7 @@ class pool {
   std::atomic<std::size_t> live_{0};  // accepted and not yet finished
   std::atomic<bool> exiting_{false};
   std::atomic<unsigned> sleepers_{0};
+  std::atomic<bool> orphaned_{false};
   std::mutex join_mutex_;  // one join() at a time
   std::mutex idle_mutex_;
   std::condition_variable idle_cv_;

@@ -562,3 +562,27 @@ TEST_CASE("a fiber queued behind a busy spawn/wake loop still runs on a 1-thread
   CHECK(rounds_before >= 0);
   CHECK(rounds_before < 5000);
 }
+
+TEST_CASE("an executor destroyed from one of its own fibers still finishes its work",
+          "[executor]") {
+  auto* ex = new weft::executor(2);
+  std::atomic<int> done{0};
+  std::atomic<bool> deleted{false};
+  for (int i = 0; i < 20; ++i) {
+    ex->post([&done] {
+      weft::this_fiber::sleep_for(5ms);
+      ++done;
+    });
+  }
+  ex->post([ex, &deleted] {
+    delete ex;  // cannot join itself: the pool is orphaned, not torn down under our feet
+    weft::this_fiber::yield();
+    deleted = weft::executor::current() == nullptr;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((done < 20 || !deleted) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  CHECK(deleted);
+  CHECK(done == 20);
+}
