@@ -189,6 +189,14 @@ void weft_spawn_get(benchmark::State& state) {
 }
 BENCHMARK(weft_spawn_get)->Arg(0)->Arg(16)->Arg(1000)->UseRealTime();
 
+// executor::run() of an empty task from a plain thread: submission through the pool's queue,
+// a worker starts the fiber, the thread waits for the result.
+void weft_run_from_thread(benchmark::State& state) {
+  weft::executor ex(unsigned(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(ex.run([] { return 1; }));
+}
+BENCHMARK(weft_run_from_thread)->Arg(1)->Arg(2)->UseRealTime();
+
 // The baseline: raw Boost.Fiber spawn (launch::post) + join on the default round_robin
 // scheduler, on a plain thread, default 128 KiB fixedsize stack as weft's default.
 void boost_spawn_join(benchmark::State& state) {

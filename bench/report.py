@@ -116,7 +116,8 @@ print("Other figures from the same run (median ns):")
 for name in ("context_var_get/1", "context_var_get/32", "context_var_get/1000",
              "context_var_get/10000", "context_var_get_default", "context_var_set/1",
              "context_var_set/1000", "context_var_set_reset/16", "context_var_set_shared/16",
-             "copy_context/1", "weft_spawn_get/16/real_time", "fiber_specific_ptr_read",
+             "copy_context/1", "weft_spawn_get/16/real_time", "weft_run_from_thread/1/real_time",
+             "weft_run_from_thread/2/real_time", "fiber_specific_ptr_read",
              "thread_local_read"):
     if bench(name):
         print(f"  {name:32s} {med(bench(name)):8.3g}")
