@@ -120,7 +120,7 @@ for name in ("context_var_get/1", "context_var_get/32", "context_var_get/1000",
              "weft_run_from_thread/2/real_time", "fiber_specific_ptr_read",
              "thread_local_read"):
     if bench(name):
-        print(f"  {name:32s} {med(bench(name)):8.3g}")
+        print(f"  {name:34s} {med(bench(name)):8.4g}")
 sky1 = whole("skynet_weft_1t.txt", 3)
 boost1 = whole("skynet_boost_1t.txt", 3)
 if sky1:

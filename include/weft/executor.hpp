@@ -31,7 +31,8 @@ struct executor_options {
 };
 
 namespace detail {
-class task_group_state;
+
+// spawn_result_t is what f(a...) returns when a fiber calls it with decayed copies.
 template <class F, class... A>
 using spawn_result_t = std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>;
 
@@ -77,6 +78,8 @@ class executor {
   executor(const executor&) = delete;
   executor& operator=(const executor&) = delete;
   // ~executor() is shutdown() then join(): every accepted piece of work runs to completion.
+  // Called from one of its own fibers (it cannot wait for itself) it shuts down and lets the
+  // workers finish and exit unjoined instead.
   ~executor();
 
   // spawn() starts f(a...) on a new fiber and returns its task. Callable from any thread or
@@ -122,7 +125,6 @@ class executor {
   static executor* current() noexcept;
 
  private:
-  friend class detail::task_group_state;
   friend class task_group;
 
   // submit() hands j to the pool (taking it over; on failure it is destroyed and the error
