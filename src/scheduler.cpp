@@ -206,7 +206,11 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
     if (work_visible()) return;
     spin_pause();
   }
-  pool_.stacks.trim();
+  // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time so
+  // that new work waits for one batch at most.
+  while (pool_.stacks.trim(64)) {
+    if (work_visible()) return;
+  }
   pool_.note_sleeping(self_);
   if (!work_visible()) {
     std::unique_lock<std::mutex> lk(self_.sleep_mutex);

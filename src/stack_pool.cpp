@@ -96,25 +96,26 @@ void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
   --in_use_;
 }
 
-void stack_pool::trim() noexcept {
-  std::vector<void*> batch;
+bool stack_pool::trim(std::size_t batch) noexcept {
+  std::vector<void*> taken;
   {
     std::lock_guard<spinlock> g(lock_);
-    if (free_.size() <= hot_limit_) return;
+    if (free_.size() <= hot_limit_) return false;
     // The oldest idle stacks leave circulation while their pages are dropped.
-    const auto excess = static_cast<std::ptrdiff_t>(free_.size() - hot_limit_);
+    const auto n = static_cast<std::ptrdiff_t>(std::min(batch, free_.size() - hot_limit_));
     try {
-      batch.assign(free_.begin(), free_.begin() + excess);
+      taken.assign(free_.begin(), free_.begin() + n);
     } catch (...) {
-      return;  // no memory for the list: nothing is lost by trimming later
+      return false;  // no memory for the list: nothing is lost by trimming later
     }
-    free_.erase(free_.begin(), free_.begin() + excess);
+    free_.erase(free_.begin(), free_.begin() + n);
   }
-  for (void* base : batch) {
+  for (void* base : taken) {
     ::madvise(static_cast<char*>(base) + (stride_ - usable_), usable_, MADV_DONTNEED);
   }
   std::lock_guard<spinlock> g(lock_);
-  cold_.insert(cold_.end(), batch.begin(), batch.end());  // capacity reserved in carve()
+  cold_.insert(cold_.end(), taken.begin(), taken.end());  // capacity reserved in carve()
+  return free_.size() > hot_limit_;
 }
 
 std::size_t stack_pool::in_use() const noexcept {

@@ -31,9 +31,11 @@ class stack_pool {
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept;
 
-  // trim() gives back the pages of the idle stacks beyond the hot ones. Workers call it when
-  // they are about to sleep: the system calls then cost nothing the fibers would notice.
-  void trim() noexcept;
+  // trim() gives back the pages of up to `batch` idle stacks beyond the hot ones, oldest
+  // first, and says whether more remain. Workers call it when they are about to sleep, a
+  // batch at a time, looking for work in between: the system calls then cost nothing the
+  // fibers would notice.
+  bool trim(std::size_t batch) noexcept;
 
   // in_use() is the number of stacks handed out and not yet returned.
   std::size_t in_use() const noexcept;
