@@ -82,6 +82,17 @@ node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, 
   return m;
 }
 
+// discard_growth() frees a chain of nodes that assoc() stacked above old_root (its child 0
+// at the bottom borrows the caller's reference to old_root, which stays untouched).
+void discard_growth(node* top, const node* old_root) noexcept {
+  node* n = top;
+  while (n != nullptr && n->height > old_root->height + 1) {
+    n = static_cast<node*>(n->entries[0]);
+  }
+  if (n != nullptr) n->entries[0] = nullptr;
+  release(top);
+}
+
 std::atomic<std::uint32_t> next_slot{0};
 std::atomic<std::uint64_t> next_id_block{1};
 
@@ -132,12 +143,7 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
         top = up;
       }
     } catch (...) {
-      // Unlink the borrowed old root before freeing the partial chain.
-      node* n = top;
-      while (n && n->height > r->height + 1)
-        n = static_cast<node*>(n->entries[0]);
-      if (n) n->entries[0] = nullptr;
-      release(top);
+      discard_growth(top, r);
       throw;
     }
     r = top;
@@ -149,13 +155,7 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
   try {
     result = set_in(r, r ? r->height : height_for(slot), slot, c, &old, &delta);
   } catch (...) {
-    if (grown) {
-      node* n = r;
-      while (n->height > root->height + 1)
-        n = static_cast<node*>(n->entries[0]);
-      n->entries[0] = nullptr;
-      release(r);
-    }
+    if (grown) discard_growth(r, root);
     throw;
   }
   if (result != r) release(r);

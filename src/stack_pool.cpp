@@ -118,9 +118,5 @@ bool stack_pool::trim(std::size_t batch) noexcept {
   return free_.size() > hot_limit_;
 }
 
-std::size_t stack_pool::in_use() const noexcept {
-  std::lock_guard<spinlock> g(lock_);
-  return in_use_;
-}
 
 }  // namespace weft::detail

@@ -37,8 +37,6 @@ class stack_pool {
   // fibers would notice.
   bool trim(std::size_t batch) noexcept;
 
-  // in_use() is the number of stacks handed out and not yet returned.
-  std::size_t in_use() const noexcept;
 
  private:
   struct slab {
