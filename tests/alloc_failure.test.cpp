@@ -1,0 +1,113 @@
+// Fault injection: every allocation inside set() and reset() fails in turn, and the context
+// must be exactly as it was each time (the strong guarantee), with nothing leaked.
+// This file replaces the global operator new, so it is its own test program.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <weft/context.hpp>
+
+#include "test_support.hpp"
+
+// GCC cannot see that these replacements pair malloc with free on purpose.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+namespace {
+// Allocations still allowed before one fails; negative: never fail.
+std::atomic<long> allowed{-1};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  long left = allowed.load(std::memory_order_relaxed);
+  while (left >= 0) {
+    if (left == 0) throw std::bad_alloc();
+    if (allowed.compare_exchange_weak(left, left - 1)) break;
+  }
+  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+
+namespace {
+
+using vars_t = std::vector<std::unique_ptr<weft::context_var<test::counted_value>>>;
+
+vars_t make_vars(int n) {
+  vars_t v;
+  for (int i = 0; i < n; ++i) {
+    v.push_back(std::make_unique<weft::context_var<test::counted_value>>("f" + std::to_string(i)));
+  }
+  return v;
+}
+
+// same() checks that the current context binds exactly what `expected` binds.
+bool same(const vars_t& vars, const weft::context& expected) {
+  const weft::context now = weft::copy_context();
+  if (now.size() != expected.size()) return false;
+  for (const auto& v : vars) {
+    const test::counted_value* a = now.find(*v);
+    const test::counted_value* b = expected.find(*v);
+    if ((a == nullptr) != (b == nullptr) || (a && a->value != b->value)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("set() and reset() keep the context as it was when any allocation fails",
+          "[context][alloc]") {
+  vars_t vars = make_vars(1100);  // slots past 1024: setting the last grows the trie twice
+  const int alive_before = test::counted_value::alive;
+  weft::context ctx;
+  ctx.run([&] {
+    for (int i = 0; i < 20; ++i)
+      (void)vars[i]->set(test::counted_value(i));
+    const weft::context shared = weft::copy_context();  // forces path copies, not edits
+    for (int target : {5, 40, 1099}) {
+      int failures = 0;
+      for (long k = 0;; ++k) {
+        const weft::context before = weft::copy_context();
+        allowed = k;
+        try {
+          auto t = vars[std::size_t(target)]->set(test::counted_value(-target));
+          allowed = -1;
+          REQUIRE(vars[std::size_t(target)]->get().value == -target);
+          // Now make reset() fail in turn too, from a shared snapshot again.
+          const weft::context after_set = weft::copy_context();
+          for (long r = 0;; ++r) {
+            allowed = r;
+            try {
+              vars[std::size_t(target)]->reset(t);
+              allowed = -1;
+              break;
+            } catch (const std::bad_alloc&) {
+              allowed = -1;
+              REQUIRE(same(vars, after_set));
+              REQUIRE_FALSE(t.used());
+            }
+          }
+          REQUIRE(same(vars, before));
+          break;
+        } catch (const std::bad_alloc&) {
+          allowed = -1;
+          ++failures;
+          REQUIRE(same(vars, before));
+        }
+      }
+      CHECK(failures > 0);  // at least the value's own allocation failed once
+    }
+    CHECK(same(vars, shared));
+  });
+  ctx = weft::context();
+  CHECK(test::counted_value::alive == alive_before);
+}
