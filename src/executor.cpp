@@ -317,11 +317,13 @@ void pool::orphan() noexcept {
   // Detached workers use the pool until their very last thread_local is gone, so it is never
   // freed; it stays reachable from here, which also tells leak checkers it is intentional.
   static std::mutex orphans_mutex;
-  static auto* orphans = new std::vector<pool*>;
+  static std::vector<pool*>* orphans = nullptr;
   std::lock_guard<std::mutex> g(orphans_mutex);
   try {
+    if (orphans == nullptr) orphans = new std::vector<pool*>;
     orphans->push_back(this);
   } catch (...) {
+    // Out of memory: the pool is merely not listed (a leak checker will name it).
   }
 }
 
