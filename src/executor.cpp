@@ -12,6 +12,7 @@
 #include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "pool.hpp"
+#include "waiting.hpp"
 
 namespace weft {
 namespace detail {
@@ -303,8 +304,8 @@ void pool::fiber_finished() noexcept {
       }
       return;
     }
-    std::lock_guard<std::mutex> g(idle_mutex_);
-    idle_cv_.notify_all();
+    std::lock_guard<spinlock> g(idle_lock_);
+    wake_all(idle_waiters_);
   }
 }
 
@@ -339,14 +340,21 @@ void pool::join() {
                             "weft: executor::join() called from a fiber of the same executor");
   }
   shutdown();
-  std::lock_guard<std::mutex> one_at_a_time(join_mutex_);
-  if (joined_) return;
-  {
-    std::unique_lock<std::mutex> lk(idle_mutex_);
-    idle_cv_.wait(lk, [this] { return live_.load(std::memory_order_seq_cst) == 0; });
+  // A fiber of another executor waiting here is suspended, not its worker thread blocked.
+  block(
+      idle_lock_, idle_waiters_, [this] { return live_.load(std::memory_order_seq_cst) == 0; },
+      nullptr, false);
+  bool first = false;
+  if (stopping_.compare_exchange_strong(first, true)) {
+    stop_workers();
+    std::lock_guard<spinlock> g(idle_lock_);
+    joined_ = true;
+    wake_all(idle_waiters_);
+    return;
   }
-  stop_workers();
-  joined_ = true;
+  // Another join() is stopping the workers: wait until it is done.
+  block(
+      idle_lock_, idle_waiters_, [this] { return joined_; }, nullptr, false);
 }
 
 void pool::wake_sleeper(unsigned except) noexcept {

@@ -88,9 +88,9 @@ class pool {
   std::atomic<bool> exiting_{false};
   std::atomic<unsigned> sleepers_{0};
   std::atomic<bool> orphaned_{false};
-  std::mutex join_mutex_;  // one join() at a time
-  std::mutex idle_mutex_;
-  std::condition_variable idle_cv_;
+  spinlock idle_lock_;  // guards idle_waiters_ and joined_: join() waits for live_ == 0
+  waiter* idle_waiters_ = nullptr;
+  std::atomic<bool> stopping_{false};  // one join() stops the workers
   bool joined_ = false;
 };
 

@@ -586,3 +586,26 @@ TEST_CASE("an executor destroyed from one of its own fibers still finishes its w
   CHECK(deleted);
   CHECK(done == 20);
 }
+
+TEST_CASE("joining an executor from a fiber of another suspends the fiber, not its worker",
+          "[executor]") {
+  weft::executor outer(1);
+  std::atomic<bool> joining{false}, joined{false};
+  std::atomic<int> ticks_while_joining{0};
+  auto ticker = outer.spawn([&] {
+    while (!joined) {
+      weft::this_fiber::sleep_for(1ms);
+      if (joining && !joined) ++ticks_while_joining;
+    }
+  });
+  outer.run([&] {
+    weft::executor inner(1);
+    inner.post([] { std::this_thread::sleep_for(150ms); });
+    joining = true;
+    inner.join();  // the only worker of `outer` keeps running the ticker meanwhile
+    joined = true;
+  });
+  ticker.get();
+  INFO("ticks while joining: " << ticks_while_joining.load());
+  CHECK(ticks_while_joining > 20);
+}

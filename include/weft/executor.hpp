@@ -114,8 +114,9 @@ class executor {
   // children it spawns, still runs to completion. Idempotent; never blocks.
   void shutdown() noexcept;
 
-  // join() shuts down, waits until all work is done, and joins the worker threads. Blocks;
-  // call it from outside the pool. A second call returns at once.
+  // join() shuts down, waits until all work is done, and joins the worker threads. Blocks a
+  // plain thread; suspends a fiber of another executor. From a fiber of this executor it
+  // throws std::system_error(resource_deadlock_would_occur). Later calls return at once.
   void join();
 
   // thread_count() is the number of worker threads.
