@@ -193,7 +193,8 @@ BENCHMARK(weft_spawn_get)->Arg(0)->Arg(16)->Arg(1000)->UseRealTime();
 // a worker starts the fiber, the thread waits for the result.
 void weft_run_from_thread(benchmark::State& state) {
   weft::executor ex(unsigned(state.range(0)));
-  for (auto _ : state) benchmark::DoNotOptimize(ex.run([] { return 1; }));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ex.run([] { return 1; }));
 }
 BENCHMARK(weft_run_from_thread)->Arg(1)->Arg(2)->UseRealTime();
 

@@ -118,5 +118,4 @@ bool stack_pool::trim(std::size_t batch) noexcept {
   return free_.size() > hot_limit_;
 }
 
-
 }  // namespace weft::detail

@@ -37,7 +37,6 @@ class stack_pool {
   // fibers would notice.
   bool trim(std::size_t batch) noexcept;
 
-
  private:
   struct slab {
     void* base;
