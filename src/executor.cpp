@@ -194,6 +194,7 @@ void pool::worker_main(unsigned index) {
   // The thread's own record must exist before Boost's scheduler does, so that it is
   // destroyed after it (thread_locals die in reverse order of construction).
   fiber_state& thread_record = thread_state();
+  stacks.attach(worker(index).stacks);
   boost::fibers::use_scheduling_algorithm<algorithm>(*this, index, thread_record);
   algorithm* algo = worker(index).algo;
   for (;;) {
@@ -213,6 +214,8 @@ void pool::worker_main(unsigned index) {
     if (exiting()) break;
     algo->park_main();
   }
+  // Fibers that ended here but are not released yet give their stacks to the shared list.
+  stacks.detach(worker(index).stacks);
 }
 
 job* pool::take_injected() noexcept {

@@ -26,6 +26,7 @@
 #include <weft/detail/spinlock.hpp>
 
 #include "fiber_record.hpp"
+#include "stack_pool.hpp"
 
 namespace weft::detail {
 
@@ -62,6 +63,7 @@ struct alignas(64) worker_slot {
   std::condition_variable sleep_cv;
   bool notified = false;      // guarded by sleep_mutex
   algorithm* algo = nullptr;  // set while the worker thread runs
+  stack_pool::cache stacks;   // used by this worker's thread only
 
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;

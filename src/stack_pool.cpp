@@ -1,6 +1,8 @@
 // stack_pool.cpp: fiber stacks carved from mmap'ed slabs, with optional guard pages.
 #include "stack_pool.hpp"
 
+#include <weft/detail/fiber_state.hpp>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -64,7 +66,27 @@ void* stack_pool::carve() {
   return stack;
 }
 
+namespace {
+// The calling worker's cache (initial-exec: one %fs-relative load).
+constinit thread_local stack_pool::cache* tl_cache WEFT_TLS_MODEL = nullptr;
+}  // namespace
+
+boost::context::stack_context stack_pool::context_of(void* base) const noexcept {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan does not see fiber switches: the shadow of a reused stack still carries the poison
+  // of the previous fiber's frames.
+  ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(base) + (stride_ - usable_), usable_);
+#endif
+  boost::context::stack_context sctx;
+  sctx.size = usable_;
+  sctx.sp = static_cast<char*>(base) + stride_;  // stacks grow down from the top
+  return sctx;
+}
+
 boost::context::stack_context stack_pool::allocate() {
+  if (cache* c = tl_cache; c != nullptr && c->owner == this && c->count != 0) {
+    return context_of(c->stacks[--c->count]);
+  }
   void* base;
   {
     std::lock_guard<spinlock> g(lock_);
@@ -79,21 +101,34 @@ boost::context::stack_context stack_pool::allocate() {
     }
     ++in_use_;
   }
-#if defined(__SANITIZE_ADDRESS__)
-  // ASan does not see fiber switches: the shadow of a reused stack still carries the poison
-  // of the previous fiber's frames.
-  ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(base) + (stride_ - usable_), usable_);
-#endif
-  boost::context::stack_context sctx;
-  sctx.size = usable_;
-  sctx.sp = static_cast<char*>(base) + stride_;  // stacks grow down from the top
-  return sctx;
+  return context_of(base);
 }
 
 void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
+  void* base = static_cast<char*>(sctx.sp) - stride_;
+  if (cache* c = tl_cache; c != nullptr && c->owner == this && c->count < std::size(c->stacks)) {
+    c->stacks[c->count++] = base;
+    return;
+  }
+  give_back(base);
+}
+
+void stack_pool::give_back(void* base) noexcept {
   std::lock_guard<spinlock> g(lock_);
-  free_.push_back(static_cast<char*>(sctx.sp) - stride_);
+  free_.push_back(base);
   --in_use_;
+}
+
+void stack_pool::attach(cache& c) noexcept {
+  c.owner = this;
+  tl_cache = &c;
+}
+
+void stack_pool::detach(cache& c) noexcept {
+  if (tl_cache == &c) tl_cache = nullptr;
+  while (c.count != 0)
+    give_back(c.stacks[--c.count]);
+  c.owner = nullptr;
 }
 
 bool stack_pool::trim(std::size_t batch) noexcept {

@@ -31,6 +31,18 @@ class stack_pool {
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept;
 
+  // cache is one worker's own handful of stacks: most fibers start and end on the worker
+  // they were spawned on, and these stacks change hands without the shared lock.
+  struct alignas(64) cache {
+    const stack_pool* owner = nullptr;
+    unsigned count = 0;
+    void* stacks[32];
+  };
+  // attach() makes `c` the calling thread's cache for this pool (a worker, when it starts);
+  // detach() gives its stacks back to the pool and stops using it (when the worker ends).
+  void attach(cache& c) noexcept;
+  void detach(cache& c) noexcept;
+
   // trim() gives back the pages of up to `batch` idle stacks beyond the hot ones, oldest
   // first, and says whether more remain. Workers call it when they are about to sleep, a
   // batch at a time, looking for work in between: the system calls then cost nothing the
@@ -43,6 +55,8 @@ class stack_pool {
     std::size_t bytes;
   };
   void* carve();  // a stack never used before; called with lock_ held
+  boost::context::stack_context context_of(void* base) const noexcept;
+  void give_back(void* base) noexcept;  // to the shared list
 
   std::size_t usable_;  // bytes a fiber can use
   std::size_t stride_;  // bytes per stack, guard page included
