@@ -77,18 +77,21 @@ class pool {
   std::vector<std::unique_ptr<worker_slot>> workers_;
   std::vector<std::thread> threads_;
 
-  std::mutex inject_mutex_;  // guards the queue of work submitted from outside
+  // The hot atomics sit on cache lines of their own: the flags are read on every switch
+  // and spawn, live_ is written by every spawn and fiber end, sleepers_ whenever a worker
+  // falls asleep or wakes. Sharing a line made both workers miss on each other's writes.
+  alignas(64) std::atomic<std::size_t> injected_{0};  // jobs waiting in the queue below
+  std::atomic<bool> closed_flag_{false};
+  std::atomic<bool> exiting_{false};
+  std::atomic<bool> orphaned_{false};
+  alignas(64) std::atomic<std::size_t> live_{0};  // accepted and not yet finished
+  alignas(64) std::atomic<unsigned> sleepers_{0};
+
+  alignas(64) std::mutex inject_mutex_;  // guards the queue of work submitted from outside
   job* inject_head_ = nullptr;
   job* inject_tail_ = nullptr;
   bool closed_ = false;  // guarded by inject_mutex_
-  std::atomic<std::size_t> injected_{0};
-
-  std::atomic<bool> closed_flag_{false};
-  std::atomic<std::size_t> live_{0};  // accepted and not yet finished
-  std::atomic<bool> exiting_{false};
-  std::atomic<unsigned> sleepers_{0};
-  std::atomic<bool> orphaned_{false};
-  spinlock idle_lock_;  // guards idle_waiters_ and joined_: join() waits for live_ == 0
+  spinlock idle_lock_;   // guards idle_waiters_ and joined_: join() waits for live_ == 0
   waiter* idle_waiters_ = nullptr;
   std::atomic<bool> stopping_{false};  // one join() stops the workers
   bool joined_ = false;
