@@ -346,3 +346,16 @@ TEST_CASE("a slow value destructor runs outside any lock", "[context]") {
   release = true;
   dropper.join();
 }
+
+TEST_CASE("bind_context takes move-only callables; run passes references through", "[context]") {
+  weft::context_var<int> v("v", 0);
+  auto t = v.set(3);
+  auto f =
+      weft::bind_context([&v, p = std::make_unique<int>(4)](int x) { return *p + x + v.get(); });
+  v.reset(t);
+  CHECK(f(1) == 8);
+  int target = 0;
+  weft::context ctx;
+  int& same = ctx.run([&]() -> int& { return target; });
+  CHECK(&same == &target);
+}

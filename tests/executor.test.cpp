@@ -609,3 +609,19 @@ TEST_CASE("joining an executor from a fiber of another suspends the fiber, not i
   INFO("ticks while joining: " << ticks_while_joining.load());
   CHECK(ticks_while_joining > 20);
 }
+
+TEST_CASE("spawn takes member functions, argument copies and move-only arguments", "[executor]") {
+  struct counter {
+    int n = 0;
+    int add(int k) { return n += k; }
+  };
+  weft::executor ex(2);
+  counter c;
+  CHECK(ex.spawn(&counter::add, &c, 5).get() == 5);
+  std::string s = "copied";
+  auto t = ex.spawn([](std::string x) { return x + "!"; }, s);
+  s = "changed";  // the fiber got a copy at spawn time
+  CHECK(t.get() == "copied!");
+  CHECK(ex.spawn([](std::unique_ptr<int> p) { return *p; }, std::make_unique<int>(9)).get() == 9);
+  ex.run([] {});  // run() of a void function
+}
