@@ -128,9 +128,11 @@ if sky1:
           + (f"; raw Boost work_stealing: {med(boost1):.3g} s (1 run)" if boost1 else ""))
 mem_total, mem_stack, mem_after = (whole("memory.txt", c) for c in (2, 4, 5))
 if mem_total:
-    print(f"  100k sleeping fibers touching 16 KiB of stack: {med(mem_total):.3g} KiB resident per "
-          f"fiber, of which {med(mem_stack):.3g} KiB stack pages (the fiber's record and Boost's "
-          f"context included); {med(mem_after):.3g} MiB still resident once idle again")
+    fibers = int(open(os.path.join(out, "memory.txt")).readline().split()[1])
+    print(f"  {fibers // 1000}k sleeping fibers touching 16 KiB of stack: peak resident growth "
+          f"{med(mem_total) * fibers / 1024:.0f} MiB, {med(mem_total):.3g} KiB per fiber, of which "
+          f"{med(mem_stack):.3g} KiB stack pages (the fiber's record and Boost's context "
+          f"included); {med(mem_after):.3g} MiB still resident once idle again")
 py = os.path.join(out, "python.json")
 if os.path.exists(py):
     p = json.load(open(py))
