@@ -1,7 +1,4 @@
-// executor.cpp: the pool behind an executor -- workers, submission, shutdown -- and the
-// life of one pool fiber.
-#include <cxxabi.h>
-
+// executor.cpp: the pool behind an executor -- workers, submission, shutdown.
 #include <cstdio>
 #include <string>
 
@@ -9,7 +6,6 @@
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/operations.hpp>
 
-#include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "pool.hpp"
 #include "waiting.hpp"
@@ -19,90 +15,11 @@ namespace detail {
 
 constinit thread_local pool* tl_pool WEFT_TLS_MODEL = nullptr;
 
-// ---- the C++ runtime's exception bookkeeping, carried per fiber ----------------------
-
-namespace {
-struct cxa_eh_globals {  // layout fixed by the Itanium C++ ABI
-  void* caught_exceptions;
-  unsigned int uncaught_exceptions;
-};
-cxa_eh_globals* eh_globals() noexcept {
-  return reinterpret_cast<cxa_eh_globals*>(abi::__cxa_get_globals());
-}
-}  // namespace
-
-void save_eh(eh_state& into) noexcept {
-  cxa_eh_globals* g = eh_globals();
-  into.caught = g->caught_exceptions;
-  into.uncaught = g->uncaught_exceptions;
-}
-
-void restore_eh(const eh_state& from) noexcept {
-  cxa_eh_globals* g = eh_globals();
-  g->caught_exceptions = from.caught;
-  g->uncaught_exceptions = from.uncaught;
-}
-
-// ---- jobs and fibers -------------------------------------------------------------------
+// ---- jobs ----------------------------------------------------------------------------
 
 job::~job() {
   release(context);
   release(scope);
-}
-
-fiber_record::fiber_record(pool& p, job* j) noexcept
-    : boost::fibers::fiber_properties(nullptr), owner(p), work(j) {
-  is_pool_fiber = true;
-  own.root = std::exchange(j->context, nullptr);
-  scope = std::exchange(j->scope, nullptr);
-}
-
-fiber_record::~fiber_record() {
-  release(scope);
-}
-
-void fiber_record::main() noexcept {
-  asan::finish_switch();
-  if (scope != nullptr) enter(scope, this);
-  work->run(owner);
-  // The fiber is over: its fiber_local values and context go before anyone learns it
-  // finished, so a waiter sees their destructors' effects.
-  end();
-  if (scope != nullptr) leave(scope, this);
-  std::exchange(work, nullptr)->complete(owner);
-  owner.fiber_finished();
-}
-
-void fiber_record::wake() noexcept {
-  boost::fibers::detail::spinlock_lock lk(park_lock_);
-  woken_ = true;
-  if (!parked_) return;
-  parked_ = false;
-  const boost::fibers::waker w = waker_;
-  lk.unlock();
-  // A waker from a park that already ended (deadline) is stale and does nothing. The fiber
-  // cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to leave.
-  w.wake();
-}
-
-void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
-  boost::fibers::context* self = boost::fibers::context::active();
-  boost::fibers::detail::spinlock_lock lk(park_lock_);
-  if (!woken_ && !(cancellable && is_cancelled(scope))) {
-    waker_ = self->create_waker();
-    parked_ = true;
-    // Both calls release lk only once this fiber is off-CPU, so a wake() cannot schedule
-    // it while it still runs.
-    if (deadline == nullptr) {
-      self->suspend(lk);
-    } else {
-      self->wait_until(*deadline, lk, boost::fibers::waker(waker_));
-    }
-    asan::finish_switch();
-    lk.lock();
-    parked_ = false;
-  }
-  woken_ = false;
 }
 
 // ---- unhandled exceptions --------------------------------------------------------------
