@@ -8,6 +8,30 @@
 #include "fiber_record.hpp"
 
 namespace weft::detail {
+namespace {
+
+// push_front() / unlink() keep the intrusive doubly linked lists of a scope (its child scopes,
+// its fibers); Prev and Next name the link members of T.
+template <auto Prev, auto Next, class T>
+void push_front(T*& head, T* item) noexcept {
+  item->*Prev = nullptr;
+  item->*Next = head;
+  if (head != nullptr) head->*Prev = item;
+  head = item;
+}
+
+template <auto Prev, auto Next, class T>
+void unlink(T*& head, T* item) noexcept {
+  if (item->*Prev != nullptr) {
+    (item->*Prev)->*Next = item->*Next;
+  } else {
+    head = item->*Next;
+  }
+  if (item->*Next != nullptr) (item->*Next)->*Prev = item->*Prev;
+  item->*Prev = item->*Next = nullptr;
+}
+
+}  // namespace
 
 cancel_scope* make_scope(cancel_scope* parent) {
   auto* s = new cancel_scope;
@@ -16,9 +40,7 @@ cancel_scope* make_scope(cancel_scope* parent) {
     std::lock_guard<spinlock> g(parent->lock);
     s->requested.store(parent->requested.load(std::memory_order_relaxed),
                        std::memory_order_relaxed);
-    s->sibling_next = parent->children;
-    if (parent->children) parent->children->sibling_prev = s;
-    parent->children = s;
+    push_front<&cancel_scope::sibling_prev, &cancel_scope::sibling_next>(parent->children, s);
   }
   return s;
 }
@@ -28,12 +50,7 @@ void release(cancel_scope* s) noexcept {
   if (cancel_scope* p = s->parent) {
     {
       std::lock_guard<spinlock> g(p->lock);
-      if (s->sibling_prev) {
-        s->sibling_prev->sibling_next = s->sibling_next;
-      } else {
-        p->children = s->sibling_next;
-      }
-      if (s->sibling_next) s->sibling_next->sibling_prev = s->sibling_prev;
+      unlink<&cancel_scope::sibling_prev, &cancel_scope::sibling_next>(p->children, s);
     }
     release(p);
   }
@@ -43,29 +60,22 @@ void release(cancel_scope* s) noexcept {
 void request_cancel(cancel_scope* s) noexcept {
   std::lock_guard<spinlock> g(s->lock);
   s->requested.store(true, std::memory_order_seq_cst);
-  for (fiber_record* f = s->fibers; f != nullptr; f = f->scope_next)
+  for (fiber_record* f = s->fibers; f != nullptr; f = f->scope_next) {
     f->wake();
-  for (cancel_scope* c = s->children; c != nullptr; c = c->sibling_next)
+  }
+  for (cancel_scope* c = s->children; c != nullptr; c = c->sibling_next) {
     request_cancel(c);
+  }
 }
 
 void enter(cancel_scope* s, fiber_record* f) noexcept {
   std::lock_guard<spinlock> g(s->lock);
-  f->scope_prev = nullptr;
-  f->scope_next = s->fibers;
-  if (s->fibers) s->fibers->scope_prev = f;
-  s->fibers = f;
+  push_front<&fiber_record::scope_prev, &fiber_record::scope_next>(s->fibers, f);
 }
 
 void leave(cancel_scope* s, fiber_record* f) noexcept {
   std::lock_guard<spinlock> g(s->lock);
-  if (f->scope_prev) {
-    f->scope_prev->scope_next = f->scope_next;
-  } else {
-    s->fibers = f->scope_next;
-  }
-  if (f->scope_next) f->scope_next->scope_prev = f->scope_prev;
-  f->scope_prev = f->scope_next = nullptr;
+  unlink<&fiber_record::scope_prev, &fiber_record::scope_next>(s->fibers, f);
 }
 
 void throw_cancelled() {
