@@ -81,12 +81,11 @@ inline void wake_all(waiter*& list) noexcept {
   list = nullptr;
 }
 
-// block() returns true once ready() holds (evaluated under lock), false if the deadline
-// passed first. On a pool fiber with cancellable set it is a cancellation point: it throws
-// weft::error(cancelled) when the fiber's cancellation is requested before ready() holds.
+// block_as() waits as `w`: a fiber's own record, or a plain thread's stack waiter.
 template <class Ready, class Waiter>
-bool block_as(Waiter* w, fiber_record* self, spinlock& lock, waiter*& list, Ready& ready,
+bool block_as(Waiter* w, spinlock& lock, waiter*& list, Ready& ready,
               const clock::time_point* deadline, bool cancellable) {
+  constexpr bool is_fiber = std::is_same_v<Waiter, fiber_record>;
   for (;;) {
     bool cancelled = false;
     {
@@ -95,7 +94,7 @@ bool block_as(Waiter* w, fiber_record* self, spinlock& lock, waiter*& list, Read
         unlink(list, w);
         return true;
       }
-      cancelled = cancellable && self && is_cancelled(self->scope);
+      if constexpr (is_fiber) cancelled = cancellable && is_cancelled(w->scope);
       if (cancelled || (deadline && clock::now() >= *deadline)) {
         unlink(list, w);
         if (!cancelled) return false;
@@ -104,7 +103,7 @@ bool block_as(Waiter* w, fiber_record* self, spinlock& lock, waiter*& list, Read
       }
     }
     if (cancelled) throw_cancelled();
-    if constexpr (std::is_same_v<Waiter, fiber_record>) {
+    if constexpr (is_fiber) {
       w->park(deadline, cancellable);
     } else {
       w->park(deadline);
@@ -112,14 +111,17 @@ bool block_as(Waiter* w, fiber_record* self, spinlock& lock, waiter*& list, Read
   }
 }
 
+// block() returns true once ready() holds (evaluated under lock), false if the deadline
+// passed first. On a pool fiber with cancellable set it is a cancellation point: it throws
+// weft::error(cancelled) when the fiber's cancellation is requested before ready() holds.
 template <class Ready>
 bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* deadline,
            bool cancellable) {
   if (fiber_record* self = current_record()) {
-    return block_as(self, self, lock, list, ready, deadline, cancellable);
+    return block_as(self, lock, list, ready, deadline, cancellable);
   }
   thread_waiter thread_self;
-  return block_as(&thread_self, nullptr, lock, list, ready, deadline, cancellable);
+  return block_as(&thread_self, lock, list, ready, deadline, cancellable);
 }
 
 }  // namespace weft::detail
