@@ -200,7 +200,15 @@ TEST_CASE("fibers that migrate between workers keep their context and fiber_loca
       local.get() = i;
       auto where = thread_now();
       for (int k = 0; k < 50; ++k) {
-        if (k % 10 == 0) weft::this_fiber::sleep_for(100us);
+        if (k % 10 == 0) {
+          // A child that holds this worker for a while without yielding: it runs next here
+          // (newest first), so an idle peer steals this fiber and resumes it elsewhere.
+          weft::spawn([] {
+            const auto end = std::chrono::steady_clock::now() + 200us;
+            while (std::chrono::steady_clock::now() < end) {
+            }
+          });
+        }
         weft::this_fiber::yield();
         if (thread_now() != where) {
           ++migrations;
