@@ -7,13 +7,15 @@
 namespace weft::detail::asan {
 namespace {
 thread_local bool pending = false;
-thread_local void* fake_stack = nullptr;
+thread_local void* const* incoming_fake_stack = nullptr;
 }  // namespace
 
-void start_switch(const void* bottom, std::size_t size) noexcept {
+void start_switch(void** outgoing, void* const* incoming, const void* bottom,
+                  std::size_t size) noexcept {
   finish_switch();
-  __sanitizer_start_switch_fiber(&fake_stack, bottom, size);
+  __sanitizer_start_switch_fiber(outgoing, bottom, size);
   pending = true;
+  incoming_fake_stack = incoming;
 }
 
 void finish_switch() noexcept {
@@ -21,7 +23,8 @@ void finish_switch() noexcept {
   pending = false;
   const void* old_bottom = nullptr;
   std::size_t old_size = 0;
-  __sanitizer_finish_switch_fiber(nullptr, &old_bottom, &old_size);
+  __sanitizer_finish_switch_fiber(incoming_fake_stack ? *incoming_fake_stack : nullptr, &old_bottom,
+                                  &old_size);
 }
 
 }  // namespace weft::detail::asan

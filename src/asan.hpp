@@ -4,7 +4,10 @@
 // shadow of frames an exception unwinds on a fiber stack, and reports false errors at the
 // next throw. Every switch passes through algorithm::pick_next(), which announces the
 // destination stack (start_switch); the destination confirms (finish_switch) at the first
-// weft code it runs. Without ASan both compile to nothing.
+// weft code it runs. Each context (fiber, worker main, dispatcher) keeps its own fake stack
+// (ASan's home for frames under detect_stack_use_after_return): it is saved in the outgoing
+// context's slot, restored from the incoming one's, and freed when a fiber ends.
+// Without ASan all of it compiles to nothing.
 #pragma once
 
 #include <cstddef>
@@ -12,10 +15,14 @@
 namespace weft::detail::asan {
 
 #if defined(__SANITIZE_ADDRESS__)
-void start_switch(const void* bottom, std::size_t size) noexcept;
+// start_switch() announces a switch to the stack [bottom, bottom + size). outgoing is where
+// the running context's fake stack is kept (nullptr: it is ending, free it); incoming is where
+// the destination kept its own.
+void start_switch(void** outgoing, void* const* incoming, const void* bottom,
+                  std::size_t size) noexcept;
 void finish_switch() noexcept;
 #else
-inline void start_switch(const void*, std::size_t) noexcept {}
+inline void start_switch(void**, void* const*, const void*, std::size_t) noexcept {}
 inline void finish_switch() noexcept {}
 #endif
 

@@ -46,25 +46,64 @@ cancel_scope* make_scope(cancel_scope* parent) {
 }
 
 void release(cancel_scope* s) noexcept {
-  if (s == nullptr || s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  if (cancel_scope* p = s->parent) {
-    {
+  // A loop, not recursion: the last reference to a deep chain frees it on any stack.
+  while (s != nullptr) {
+    const unsigned before = s->refs.fetch_sub(1, std::memory_order_acq_rel);
+    WEFT_ASSERT(before != 0, "a cancellation scope released more often than retained");
+    if (before != 1) return;
+    cancel_scope* p = s->parent;
+    if (p != nullptr) {
       std::lock_guard<spinlock> g(p->lock);
       unlink<&cancel_scope::sibling_prev, &cancel_scope::sibling_next>(p->children, s);
     }
-    release(p);
+    WEFT_ASSERT(s->fibers == nullptr && s->children == nullptr,
+                "a cancellation scope freed while fibers or scopes still use it");
+    delete s;
+    s = p;
   }
-  delete s;
 }
 
-void request_cancel(cancel_scope* s) noexcept {
-  std::lock_guard<spinlock> g(s->lock);
-  s->requested.store(true, std::memory_order_seq_cst);
-  for (fiber_record* f = s->fibers; f != nullptr; f = f->scope_next) {
-    f->wake();
+namespace {
+
+// try_retain() takes a reference unless the scope is already on its way out (its count hit
+// zero and it waits for its parent's lock to unlink itself).
+bool try_retain(cancel_scope* s) noexcept {
+  unsigned n = s->refs.load(std::memory_order_relaxed);
+  while (n != 0) {
+    if (s->refs.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) return true;
   }
-  for (cancel_scope* c = s->children; c != nullptr; c = c->sibling_next) {
-    request_cancel(c);
+  return false;
+}
+
+}  // namespace
+
+void request_cancel(cancel_scope* s) noexcept {
+  // Whoever flips a scope's flag owns the walk below it: each scope is flipped once, so its
+  // pending_next link is used by one canceller only. A child created after its parent was
+  // flipped starts flipped (make_scope), so nothing is missed and nothing is walked twice.
+  {
+    std::lock_guard<spinlock> g(s->lock);
+    if (s->requested.exchange(true, std::memory_order_seq_cst)) return;
+  }
+  retain(s);
+  s->pending_next = nullptr;
+  cancel_scope* pending = s;
+  while (pending != nullptr) {
+    cancel_scope* cur = pending;
+    pending = cur->pending_next;
+    {
+      std::lock_guard<spinlock> g(cur->lock);
+      for (fiber_record* f = cur->fibers; f != nullptr; f = f->scope_next) {
+        f->wake();
+      }
+      for (cancel_scope* c = cur->children; c != nullptr; c = c->sibling_next) {
+        if (c->requested.exchange(true, std::memory_order_seq_cst)) continue;
+        if (!try_retain(c)) continue;  // dying: no fiber uses it any more
+        c->pending_next = pending;
+        pending = c;
+      }
+    }
+    release(cur);  // no lock held: this may take the parent's
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include <atomic>
 
+#include <weft/detail/assert.hpp>
 #include <weft/detail/spinlock.hpp>
 
 namespace weft::detail {
@@ -23,17 +24,22 @@ struct cancel_scope {
   cancel_scope* children = nullptr;
   cancel_scope* sibling_prev = nullptr;
   cancel_scope* sibling_next = nullptr;
+  cancel_scope* pending_next = nullptr;  // request_cancel()'s work list (its claimant's only)
 };
 
 // make_scope() is a new scope below parent (nullptr: a root), cancelled if parent is.
 cancel_scope* make_scope(cancel_scope* parent);
 inline cancel_scope* retain(cancel_scope* s) noexcept {
-  if (s) s->refs.fetch_add(1, std::memory_order_relaxed);
+  if (s) {
+    [[maybe_unused]] const unsigned before = s->refs.fetch_add(1, std::memory_order_relaxed);
+    WEFT_ASSERT(before != 0, "a cancellation scope retained after its last release");
+  }
   return s;
 }
 void release(cancel_scope* s) noexcept;
 
-// request_cancel() cancels s and its descendants and wakes their parked fibers.
+// request_cancel() cancels s and its descendants and wakes their parked fibers. Iterative,
+// holding one scope's lock at a time: any depth of nesting is fine on any stack.
 void request_cancel(cancel_scope* s) noexcept;
 
 // enter() / leave() register a running fiber with its scope, so cancellation can wake it.

@@ -2,6 +2,9 @@
 #include <algorithm>
 #include <atomic>
 #include <new>
+#include <utility>
+
+#include <weft/detail/assert.hpp>
 
 #include <weft/context.hpp>
 #include <weft/error.hpp>
@@ -219,23 +222,196 @@ void reset(token_base& tok, const void* var, std::uint32_t slot, const char* nam
   tok.used = true;
 }
 
-entered_context::entered_context(context_state& state, std::atomic<bool>& entered)
-    : fiber_(thread_state()), previous_(fiber_.current), entered_(entered) {
-  if (entered_.exchange(true, std::memory_order_acquire)) {
-    throw error(errc::context_already_entered,
-                "weft: context::run() on a context that is already being run (copy the context "
-                "to run the same snapshot twice)");
+// ---- taking a fiber's context down at its end ------------------------------------------
+
+namespace {
+
+// unbind_last() removes the highest-slot binding of the exclusively owned trie s.root and
+// returns its cell (the caller's reference now), or nullptr when it detached a shared subtree
+// instead (its values live on in the snapshots sharing it). Emptied nodes are freed; an
+// emptied trie leaves s.root null. Nothing allocates.
+cell* unbind_last(context_state& s) noexcept {
+  node* path[8];
+  unsigned at[8];
+  unsigned depth = 0;
+  node* n = s.root;
+  cell* taken = nullptr;
+  node* detached = nullptr;
+  std::uint32_t removed = 0;
+  for (;;) {
+    unsigned i = kNodeWidth;
+    while (i > 0 && n->entries[i - 1] == nullptr)
+      --i;
+    WEFT_ASSERT(i > 0, "a node in a trie is never empty");
+    --i;
+    path[depth] = n;
+    at[depth] = i;
+    ++depth;
+    if (n->height == 0) {
+      taken = static_cast<cell*>(std::exchange(n->entries[i], nullptr));
+      removed = 1;
+      break;
+    }
+    auto* child = static_cast<node*>(n->entries[i]);
+    if (child->refs.load(std::memory_order_acquire) != 1) {
+      detached = static_cast<node*>(std::exchange(n->entries[i], nullptr));
+      removed = child->count;
+      break;
+    }
+    n = child;
   }
-  fiber_.current = &state;
-  tl_context = &state;
-  publish_root(state.root);
+  // Fix the counts on the way up and free the nodes this emptied (all exclusively ours).
+  for (unsigned k = depth; k-- > 0;) {
+    node* m = path[k];
+    m->count -= removed;
+    if (m->count != 0) continue;
+    if (k == 0) {
+      s.root = nullptr;
+      if (tl_context == &s) publish_root(nullptr);
+    } else {
+      path[k - 1]->entries[at[k - 1]] = nullptr;
+    }
+    delete m;
+  }
+  release(detached);
+  return taken;
+}
+
+}  // namespace
+
+void dismantle(context_state& s) noexcept {
+  while (node* r = s.root) {
+    if (r->refs.load(std::memory_order_acquire) != 1) {
+      // Shared: the other holders keep the values. If they let go meanwhile, the values die
+      // here with an empty context current, which is safe to read and to set.
+      s.root = nullptr;
+      if (tl_context == &s) publish_root(nullptr);
+      release(r);
+      continue;
+    }
+    // The binding is gone from the trie before its destructor runs: the destructor sees the
+    // rest, and a set() it makes edits a trie that is whole.
+    release(unbind_last(s));
+  }
+}
+
+// ---- context objects -------------------------------------------------------------------
+
+}  // namespace weft::detail
+
+namespace weft {
+
+using detail::node;
+
+node* context::acquire() const noexcept {
+  std::uint32_t g = guard_.fetch_add(kCopier, std::memory_order_acquire) + kCopier;
+  // An enter or assignment that has not published its fields yet: they take a few stores.
+  for (unsigned spins = 0; (g & (kEntered | kPublished)) == kEntered;) {
+    detail::backoff(spins);
+    g = guard_.load(std::memory_order_acquire);
+  }
+  node* r = ((g & kEntered) != 0 && runner_ != detail::tl_fiber) ? entry_root_ : state_.root;
+  if (r != nullptr) detail::retain(r);
+  guard_.fetch_sub(kCopier, std::memory_order_release);
+  return r;
+}
+
+node* context::take() noexcept {
+  if (guard_.load(std::memory_order_acquire) != 0) return acquire();
+  return std::exchange(state_.root, nullptr);
+}
+
+const node* context::visible_root() const noexcept {
+  const std::uint32_t g = guard_.load(std::memory_order_acquire);
+  if ((g & kPublished) != 0 && runner_ != detail::tl_fiber) return entry_root_;
+  return state_.root;
+}
+
+std::size_t context::size() const noexcept {
+  const node* r = visible_root();
+  return r != nullptr ? r->count : 0;
+}
+
+namespace {
+
+[[noreturn]] void throw_assign_running() {
+  throw error(errc::context_already_entered,
+              "weft: assignment to a context that is being run (assign after run() returns)");
+}
+
+}  // namespace
+
+void context::replace_root(node* incoming) {
+  // Hold copies off (they take a few instructions) and refuse a context being run.
+  std::uint32_t idle = 0;
+  for (unsigned spins = 0;
+       !guard_.compare_exchange_weak(idle, kEntered, std::memory_order_acquire);) {
+    if ((idle & kEntered) != 0) {
+      detail::release(incoming);
+      throw_assign_running();
+    }
+    idle = 0;
+    detail::backoff(spins);
+  }
+  node* outgoing = std::exchange(state_.root, incoming);
+  state_.id = 0;  // tokens made in the old contents are refused from now on
+  guard_.fetch_sub(kEntered, std::memory_order_release);
+  detail::release(outgoing);
+}
+
+context& context::operator=(const context& other) {
+  if (this != &other) replace_root(other.acquire());
+  return *this;
+}
+
+context& context::operator=(context&& other) {
+  if (this != &other) replace_root(other.take());
+  return *this;
+}
+
+namespace detail {
+
+entered_context::entered_context(context& target)
+    : target_(target), fiber_(thread_state()), previous_(fiber_.current) {
+  std::uint32_t idle = 0;
+  for (unsigned spins = 0;
+       !target_.guard_.compare_exchange_weak(idle, context::kEntered, std::memory_order_acquire);) {
+    if ((idle & context::kEntered) != 0) {
+      throw error(errc::context_already_entered,
+                  "weft: context::run() on a context that is already being run (copy the "
+                  "context to run the same snapshot twice)");
+    }
+    idle = 0;  // copies in progress finish within a few instructions
+    backoff(spins);
+  }
+  // Copies made by other fibers during the run get the snapshot it began with; the extra
+  // reference also keeps the run's first set from editing that snapshot in place.
+  target_.entry_root_ = target_.state_.root;
+  if (target_.entry_root_ != nullptr) retain(target_.entry_root_);
+  target_.runner_ = &fiber_;
+  target_.guard_.fetch_or(context::kPublished, std::memory_order_release);
+  fiber_.current = &target_.state_;
+  tl_context = &target_.state_;
+  publish_root(target_.state_.root);
 }
 
 entered_context::~entered_context() {
   fiber_.current = previous_;
   tl_context = previous_;
   publish_root(previous_->root);
-  entered_.store(false, std::memory_order_release);
+  // Wait out copies that may be reading entry_root_ (they take a few instructions), and
+  // hold new ones off while the run's fields are cleared.
+  std::uint32_t published = context::kEntered | context::kPublished;
+  for (unsigned spins = 0; !target_.guard_.compare_exchange_weak(published, context::kEntered,
+                                                                 std::memory_order_acq_rel);) {
+    published = context::kEntered | context::kPublished;
+    backoff(spins);
+  }
+  node* entry = std::exchange(target_.entry_root_, nullptr);
+  target_.runner_ = nullptr;
+  target_.guard_.fetch_sub(context::kEntered, std::memory_order_release);
+  release(entry);
 }
 
-}  // namespace weft::detail
+}  // namespace detail
+}  // namespace weft

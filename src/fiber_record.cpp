@@ -53,12 +53,23 @@ void fiber_record::main() noexcept {
   asan::finish_switch();
   if (scope != nullptr) enter(scope, this);
   work->run(owner);
-  // The fiber is over: its fiber_local values and context go before anyone learns it
-  // finished, so a waiter sees their destructors' effects.
+  // What runs from here on is cleanup, which must be able to finish: it no longer sees the
+  // fiber's cancellation (a wait in a destructor waits instead of throwing).
+  cancel_scope* inherited = std::exchange(scope, nullptr);
+  if (inherited != nullptr) leave(inherited, this);
+  // The callable and its captures go first, on the fiber, like std::thread's; then the
+  // fiber_local values and the context -- all before anyone learns the fiber finished, so a
+  // waiter sees their destructors' effects.
+  work->discard_call();
   end();
-  if (scope != nullptr) leave(scope, this);
+  release(inherited);
   std::exchange(work, nullptr)->complete(owner);
+  ending = true;
   owner.fiber_finished();
+}
+
+void fiber_record::report_unhandled(std::exception_ptr e) noexcept {
+  owner.unhandled->report(std::move(e));
 }
 
 void fiber_record::wake() noexcept {

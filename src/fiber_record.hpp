@@ -1,12 +1,14 @@
 // fiber_record.hpp: what the pool keeps for each of its fibers, and how a fiber blocks.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 
 #include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/properties.hpp>
 #include <boost/fiber/waker.hpp>
 
+#include <weft/detail/assert.hpp>
 #include <weft/detail/fiber_state.hpp>
 #include <weft/detail/job.hpp>
 #include <weft/detail/spinlock.hpp>
@@ -53,8 +55,25 @@ class fiber_record final : public boost::fibers::fiber_properties,
   // main() is the body of the fiber: run the job, end the fiber, tell the pool.
   void main() noexcept;
 
+  // report_unhandled() hands e to the executor's on_unhandled_exception.
+  void report_unhandled(std::exception_ptr e) noexcept override;
+
   // wake() ends a park(); callable from any thread.
   void wake() noexcept override;
+
+  // note_on_cpu() / note_off_cpu() check that a fiber runs on one worker at a time.
+#if defined(WEFT_CHECKS)
+  void note_on_cpu() noexcept {
+    WEFT_ASSERT(!on_cpu_.exchange(true, std::memory_order_acq_rel),
+                "a fiber resumed on two workers at once");
+  }
+  void note_off_cpu() noexcept {
+    on_cpu_.store(false, std::memory_order_release);
+  }
+#else
+  void note_on_cpu() noexcept {}
+  void note_off_cpu() noexcept {}
+#endif
 
   // park() suspends this fiber (the caller must be it) until wake(), the deadline, or -- if
   // cancellable -- a cancellation request. Spurious returns are possible: callers loop.
@@ -63,7 +82,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   pool& owner;
   job* work;
   bool yielding = false;  // this_fiber::yield(): queue behind the others, not in front
+  bool ending = false;    // main() returns next: the sanitizer may free its fake stack
   eh_state eh;
+  void* fake_stack = nullptr;          // the sanitizer's fake stack while the fiber is off-CPU
   const void* stack_bottom = nullptr;  // for sanitizer annotations
   std::size_t stack_size = 0;
   fiber_record* scope_prev = nullptr;  // links among the fibers of the same cancel_scope
@@ -74,6 +95,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   bool woken_ = false;
   bool parked_ = false;
   boost::fibers::waker waker_;  // valid while parked_
+#if defined(WEFT_CHECKS)
+  std::atomic<bool> on_cpu_{false};
+#endif
 };
 
 // current_record() is the calling pool fiber's record, or nullptr on a plain thread.

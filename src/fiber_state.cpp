@@ -1,4 +1,5 @@
 // fiber_state.cpp: the per-fiber / per-thread record and the thread-local pointers to it.
+#include <cstdio>
 #include <cstdlib>
 
 #include <weft/detail/fiber_state.hpp>
@@ -23,6 +24,16 @@ struct thread_record {
   }
 };
 
+void print_unhandled(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    std::fprintf(stderr, "weft: unhandled exception during cleanup: %s\n", x.what());
+  } catch (...) {
+    std::fprintf(stderr, "weft: unhandled exception during cleanup (not a std::exception)\n");
+  }
+}
+
 }  // namespace
 
 void fiber_state::end() noexcept {
@@ -38,9 +49,11 @@ void fiber_state::end() noexcept {
     }
     std::free(entries);
   }
-  release(own.root);
-  own.root = nullptr;
-  if (tl_context == &own) publish_root(nullptr);
+  dismantle(own);
+}
+
+void fiber_state::report_unhandled(std::exception_ptr e) noexcept {
+  print_unhandled(e);
 }
 
 fiber_state::~fiber_state() {
@@ -54,6 +67,14 @@ fiber_state& thread_state() {
   tl_context = record.state.current;
   publish_root(tl_context->root);
   return record.state;
+}
+
+void report_unhandled_here(std::exception_ptr e) noexcept {
+  if (fiber_state* f = tl_fiber) {
+    f->report_unhandled(std::move(e));
+  } else {
+    print_unhandled(e);
+  }
 }
 
 }  // namespace weft::detail

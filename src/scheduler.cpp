@@ -81,6 +81,15 @@ algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) no
 }
 
 void algorithm::awakened(context* ctx) noexcept {
+  if (context* active = context::active(); active != running_) {
+    // Boost switched to `active` without asking pick_next(): a raw boost::fibers::fiber
+    // started with launch::dispatch runs at once and its parent (ctx) is scheduled from the
+    // new stack. Do the switch's bookkeeping now, before the parent can be stolen, so the
+    // two never share a record.
+    asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, nullptr, 0);
+    asan::finish_switch();
+    take_over(active);
+  }
   if (ctx->is_context(type::pinned_context)) {
     if (ctx->is_context(type::dispatcher_context)) {
       dispatcher_ = ctx;
@@ -168,25 +177,47 @@ context* algorithm::pick_next() noexcept {
 
 context* algorithm::switch_to(context* next) noexcept {
   if (next == nullptr) return nullptr;  // only the dispatcher asks; it will suspend_until()
-  fiber_record* rec = record_of(next);
   if (next != running_) {
+    fiber_record* rec = record_of(next);
     if (rec != nullptr) {
-      asan::start_switch(rec->stack_bottom, rec->stack_size);
+      asan::start_switch(outgoing_fake_stack(), &rec->fake_stack, rec->stack_bottom,
+                         rec->stack_size);
     } else if (next == main_) {
-      asan::start_switch(main_stack_bottom_, main_stack_size_);
-    } else {
-      asan::start_switch(nullptr, 0);  // the dispatcher's stack is Boost's own
+      asan::start_switch(outgoing_fake_stack(), &main_fake_stack_, main_stack_bottom_,
+                         main_stack_size_);
+    } else {  // the dispatcher, or a raw Boost fiber: stacks that are Boost's own
+      asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, nullptr, 0);
     }
-    fiber_record* out = record_of(running_);
-    save_eh(out ? out->eh : (running_ == main_ ? main_eh_ : dispatcher_eh_));
-    restore_eh(rec ? rec->eh : (next == main_ ? main_eh_ : dispatcher_eh_));
-    running_ = next;
+    take_over(next);
   }
+  return next;
+}
+
+void** algorithm::outgoing_fake_stack() noexcept {
+  if (fiber_record* out = record_of(running_)) {
+    return out->ending ? nullptr : &out->fake_stack;  // nullptr frees an ending fiber's
+  }
+  return running_ == main_ ? &main_fake_stack_ : &other_fake_stack_;
+}
+
+eh_state& algorithm::eh_of(context* c) noexcept {
+  if (fiber_record* rec = record_of(c)) return rec->eh;
+  return c == main_ ? main_eh_ : other_eh_;
+}
+
+void algorithm::take_over(context* next) noexcept {
+  WEFT_ASSERT(running_ != next, "a context switch to the running context");
+  save_eh(eh_of(running_));
+  restore_eh(eh_of(next));
+  fiber_record* out = record_of(running_);
+  fiber_record* rec = record_of(next);
+  if (out != nullptr) out->note_off_cpu();
+  if (rec != nullptr) rec->note_on_cpu();
+  running_ = next;
   fiber_state* f = rec ? static_cast<fiber_state*>(rec) : &thread_record_;
   tl_fiber = f;
   tl_context = f->current;
   publish_root(f->current->root);
-  return next;
 }
 
 bool algorithm::work_visible() const noexcept {
@@ -244,7 +275,7 @@ void algorithm::park_main() noexcept {
 algorithm::~algorithm() {
   // Boost's dispatcher returns to the main context without asking pick_next(): tell the
   // sanitizer we are back on the thread's own stack.
-  asan::start_switch(main_stack_bottom_, main_stack_size_);
+  asan::start_switch(&other_fake_stack_, &main_fake_stack_, main_stack_bottom_, main_stack_size_);
   asan::finish_switch();
   self_.algo = nullptr;
 }

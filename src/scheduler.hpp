@@ -88,7 +88,13 @@ class algorithm final : public boost::fibers::algo::algorithm {
   boost::fibers::context* steal() noexcept;
   boost::fibers::context* take_local() noexcept;
   bool work_visible() const noexcept;
+  // switch_to() announces the switch to next (sanitizer, exception state, the thread-local
+  // record pointers) and returns next.
   boost::fibers::context* switch_to(boost::fibers::context* next) noexcept;
+  // take_over() is the bookkeeping part: from now on this thread runs next.
+  void take_over(boost::fibers::context* next) noexcept;
+  void** outgoing_fake_stack() noexcept;
+  eh_state& eh_of(boost::fibers::context* c) noexcept;
 
   pool& pool_;
   worker_slot& self_;
@@ -102,7 +108,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   const void* main_stack_bottom_ = nullptr;
   std::size_t main_stack_size_ = 0;
   eh_state main_eh_;
-  eh_state dispatcher_eh_;
+  eh_state other_eh_;  // the dispatcher's, and raw Boost fibers' (they have no record)
+  void* main_fake_stack_ = nullptr;
+  void* other_fake_stack_ = nullptr;
   unsigned ticks_ = 0;
   unsigned rng_;
 };

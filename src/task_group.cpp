@@ -84,12 +84,15 @@ detail::cancel_scope* caller_scope() noexcept {
 task_group::task_group() : task_group(current_or_throw()) {}
 
 task_group::task_group(executor& ex)
-    : executor_(ex), state_(new detail::task_group_state(caller_scope())) {}
+    : pool_(ex.pool_.get()),
+      state_(new detail::task_group_state(caller_scope())),
+      uncaught_at_start_(std::uncaught_exceptions()) {}
 
 task_group::~task_group() {
+  if (std::uncaught_exceptions() > uncaught_at_start_) cancel();
   detail::block(
       state_->lock, state_->waiters, [this] { return state_->pending == 0; }, nullptr, false);
-  if (state_->first) report_unhandled(*executor_.pool_, std::exchange(state_->first, nullptr));
+  if (state_->first) report_unhandled(*pool_, std::exchange(state_->first, nullptr));
   state_->release();
 }
 
@@ -100,7 +103,7 @@ void task_group::submit(detail::job* j) {
   }
   state_->retain();
   try {
-    executor_.submit(j, state_->scope);
+    pool_->submit(j, state_->scope);
   } catch (...) {
     detail::group_child_done(state_);
     throw;

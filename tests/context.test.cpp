@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -49,9 +50,10 @@ TEST_CASE("an unbound variable without default refuses get() with lookup_failed 
 TEST_CASE("a default is returned until a value is bound, and again after reset", "[context]") {
   weft::context_var<int> v("v", 5);
   CHECK(v.get() == 5);
-  CHECK(v.get_or(1) == 5);
+  CHECK(v.get_or(1) == 1);  // like Python's ContextVar.get(default): the argument wins
   auto t = v.set(6);
   CHECK(v.get() == 6);
+  CHECK(v.get_or(1) == 6);
   CHECK(*v.try_get() == 6);
   CHECK(t.old_value() == nullptr);
   v.reset(t);
@@ -358,4 +360,159 @@ TEST_CASE("bind_context takes move-only callables; run passes references through
   weft::context ctx;
   int& same = ctx.run([&]() -> int& { return target; });
   CHECK(&same == &target);
+}
+
+TEST_CASE("set takes lvalues and rvalues; emplace builds a large value in its cell", "[context]") {
+  weft::context_var<std::string> s("s");
+  const std::string lvalue = "kept";
+  auto t1 = s.set(lvalue);
+  CHECK(lvalue == "kept");
+  CHECK(s.get() == "kept");
+  auto t2 = s.emplace(3, 'x');
+  CHECK(s.get() == "xxx");
+  s.reset(t2);
+  s.reset(t1);
+  struct big {
+    char bytes[1 << 20];
+    explicit big(char c) { bytes[0] = c, bytes[sizeof bytes - 1] = c; }
+  };
+  weft::context_var<big> b("big");
+  std::thread([&] {  // 1 MiB would not fit on a fiber stack: emplace never puts it there
+    auto t = b.emplace('z');
+    CHECK(b.get().bytes[(1 << 20) - 1] == 'z');
+  })
+      .join();
+}
+
+TEST_CASE("a bind_context callable is callable through a const reference", "[context]") {
+  weft::context_var<int> v("v", 0);
+  auto t = v.set(5);
+  const auto f = weft::bind_context([&v] { return v.get(); });
+  v.reset(t);
+  CHECK(f() == 5);
+  int calls = 0;
+  auto counting = weft::bind_context([&v, calls]() mutable { return v.get() + ++calls; });
+  CHECK(counting() == 1);  // a mutable callable still works through a non-const object
+}
+
+TEST_CASE(
+    "a context being run on another thread can be copied: the copy is the snapshot the "
+    "run began with, and never changes",
+    "[context]") {
+  weft::context_var<int> v("v", -1);
+  weft::context ctx;
+  ctx.run([&] { (void)v.set(0); });
+  std::atomic<bool> running{false}, finished_sets{false}, release{false};
+  std::thread runner([&] {
+    ctx.run([&] {
+      running = true;
+      for (int i = 1; i <= 200000; ++i)
+        (void)v.set(i);  // in place after the first: the snapshot is not shared
+      finished_sets = true;
+      while (!release)
+        std::this_thread::yield();
+    });
+  });
+  while (!running)
+    std::this_thread::yield();
+  int copies = 0;
+  bool consistent = true;
+  do {
+    weft::context c = ctx;
+    const int* p = c.find(v);
+    consistent = consistent && p != nullptr && *p == 0 && c.size() == 1;
+    ++copies;
+  } while (!finished_sets);
+  weft::context moved = std::move(ctx);  // moving a context being run copies it
+  CHECK(*moved.find(v) == 0);
+  release = true;
+  runner.join();
+  CHECK(consistent);
+  CHECK(copies > 0);
+  CHECK(*ctx.find(v) == 200000);  // the run's changes, visible once it returned
+  weft::context after = ctx;
+  CHECK(*after.find(v) == 200000);
+}
+
+TEST_CASE("a context cannot be assigned while it is being run; the runner may copy it",
+          "[context]") {
+  weft::context_var<int> v("v", 0);
+  weft::context ctx, other;
+  ctx.run([&] {
+    (void)v.set(1);
+    CHECK(code_of([&] { ctx = other; }) == int(errc::context_already_entered));
+    CHECK(code_of([&] { ctx = weft::context(); }) == int(errc::context_already_entered));
+    const weft::context mine = ctx;  // the runner sees its own changes
+    CHECK(*mine.find(v) == 1);
+    CHECK(*ctx.find(v) == 1);
+    weft::context moved = std::move(ctx);  // a copy: the run goes on with its context
+    CHECK(v.get() == 1);
+    CHECK(*moved.find(v) == 1);
+  });
+  other = ctx;
+  CHECK(*other.find(v) == 1);
+  other = weft::context();
+  CHECK(other.size() == 0);
+}
+
+TEST_CASE("a token made before an assignment is refused after it", "[context]") {
+  weft::context_var<int> v("v");
+  weft::context ctx;
+  std::optional<weft::token<int>> tok;
+  ctx.run([&] { tok.emplace(v.set(1)); });
+  ctx = weft::context();
+  ctx.run([&] { CHECK(code_of([&] { v.reset(*tok); }) == int(errc::token_wrong_context)); });
+}
+
+namespace {
+weft::context_var<std::string> trace_id("trace_id");
+int closed_with_trace = 0;
+std::string seen_trace;
+// span reads another variable in its destructor, like a tracing or log guard.
+struct span {
+  bool live = true;
+  span() = default;
+  span(span&& o) noexcept { o.live = false; }
+  ~span() {
+    if (!live) return;
+    ++closed_with_trace;
+    seen_trace = trace_id.get_or("<none>");
+  }
+};
+weft::context_var<span> current_span("span");  // defined after trace_id: destroyed first
+weft::context_var<counted_value> late("late");
+// rebinder binds another variable from its destructor.
+struct rebinder {
+  bool live = true;
+  rebinder() = default;
+  rebinder(rebinder&& o) noexcept { o.live = false; }
+  ~rebinder() {
+    if (live) (void)late.set(counted_value(1));
+  }
+};
+weft::context_var<rebinder> rebind("rebind");
+}  // namespace
+
+TEST_CASE("at thread exit, value destructors read the rest of the context and may set",
+          "[context]") {
+  closed_with_trace = 0;
+  std::thread([] {
+    (void)trace_id.set(std::string(64, 'x'));
+    (void)current_span.set(span{});
+    (void)rebind.set(rebinder{});
+  }).join();
+  CHECK(closed_with_trace == 1);
+  CHECK(seen_trace == std::string(64, 'x'));
+  CHECK(counted_value::alive == 0);  // the value set by a destructor went too
+}
+
+TEST_CASE("a scoped guard whose reset fails reports it instead of swallowing it", "[context]") {
+  weft::context_var<int> v("v");
+  weft::context ctx;
+  std::unique_ptr<weft::detail::scoped_binding<int>> guard;
+  ctx.run([&] { guard.reset(new auto(v.scoped(1))); });
+  // The reset now happens outside the context the guard was made in; on a plain thread the
+  // report goes to stderr (a pool fiber's goes to on_unhandled_exception: executor tests).
+  guard.reset();
+  CHECK(*ctx.find(v) == 1);
 }

@@ -78,22 +78,33 @@ class context_var {
     return default_ ? &*default_ : nullptr;
   }
 
-  // get_or() returns a copy of the bound value, else of the default, else fallback.
+  // get_or() returns a copy of the bound value, else fallback. Like Python's
+  // ContextVar.get(default), the argument wins over the variable's own default.
   T get_or(T fallback) const {
-    if (const T* p = try_get()) return *p;
+    if (const detail::cell* c = detail::lookup_in(detail::tl_root, slot_)) {
+      return static_cast<const detail::value_cell<T>*>(c)->value;
+    }
     return fallback;
   }
 
   // set() binds value in the calling fiber's current context (other snapshots are never
   // changed) and returns a token that reset() takes to undo it. Strong guarantee: if T's
-  // move or an allocation throws, the context is unchanged.
-  token<T> set(T value) {
-    auto* c = new detail::value_cell<T>(std::move(value));
+  // copy or move or an allocation throws, the context is unchanged. Discarding the token
+  // keeps the value bound; the previous value is then freed at once, so a reference that
+  // get() returned before is gone.
+  [[nodiscard]] token<T> set(const T& value) { return emplace(value); }
+  [[nodiscard]] token<T> set(T&& value) { return emplace(std::move(value)); }
+
+  // emplace() is set(T(a...)) with the value built in its heap cell, never on the caller's
+  // stack: the way to bind a value too large for a fiber's stack.
+  template <class... A>
+  [[nodiscard]] token<T> emplace(A&&... a) {
+    auto* c = new detail::value_cell<T>(std::forward<A>(a)...);
     detail::bind_result r;
     try {
       r = detail::bind(slot_, c);
     } catch (...) {
-      delete c;
+      c->destroy(c);
       throw;
     }
     return token<T>(this, r.old, r.context_id);
@@ -104,7 +115,8 @@ class context_var {
   void reset(token<T>& tok) { detail::reset(tok.base_, this, slot_, name_.c_str()); }
 
   // scoped() sets value now and resets it when the returned guard is destroyed (also when
-  // an exception leaves the scope).
+  // an exception leaves the scope). A reset that fails there (the guard was moved to another
+  // fiber, or memory ran out) is reported like an unhandled exception, never swallowed.
   [[nodiscard]] detail::scoped_binding<T> scoped(T value) {
     return detail::scoped_binding<T>(*this, std::move(value));
   }
@@ -138,6 +150,7 @@ class [[nodiscard]] scoped_binding {
     } catch (...) {
       // Only possible if the guard left the fiber that made it, or memory ran out while
       // copying a shared snapshot; a destructor must not terminate the process.
+      report_unhandled_here(std::current_exception());
     }
   }
 

@@ -45,18 +45,19 @@ struct posted final : job {
   template <class G, class... B>
   explicit posted(G&& g, B&&... b) : call(std::forward<G>(g), std::forward<B>(b)...) {}
   void run(pool& owner) noexcept override;
+  void discard_call() noexcept override { call.discard(); }
   void complete(pool&) noexcept override { delete this; }
   void fail(pool& owner, std::exception_ptr e) noexcept override {
     report_unhandled(owner, std::move(e));
     delete this;
   }
-  std::tuple<F, A...> call;
+  stored_call<F, A...> call;
 };
 
 template <class F, class... A>
 void posted<F, A...>::run(pool& owner) noexcept {
   try {
-    std::apply([](auto&&... t) { std::invoke(std::forward<decltype(t)>(t)...); }, std::move(call));
+    call.invoke();
   } catch (...) {
     report_unhandled(owner, std::current_exception());
   }

@@ -53,7 +53,14 @@ class fiber_local {
   T* operator->() { return &get(); }
 
  private:
-  static void destroy(void* p) noexcept { delete static_cast<T*>(p); }
+  // A value whose destructor throws has its exception reported, not the process terminated.
+  static void destroy(void* p) noexcept {
+    try {
+      delete static_cast<T*>(p);
+    } catch (...) {
+      detail::report_unhandled_here(std::current_exception());
+    }
+  }
 
   T& create() {
     T* object = init_ ? new T(init_()) : new T{};

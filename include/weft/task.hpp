@@ -97,20 +97,14 @@ struct spawned final : task_result<R> {
 
   void run(pool&) noexcept override {
     try {
-      this->produce([this]() -> R { return std::apply(invoker{}, std::move(call)); });
+      this->produce([this]() -> R { return call.invoke(); });
     } catch (...) {
       this->failure = std::current_exception();
     }
   }
+  void discard_call() noexcept override { call.discard(); }
 
-  struct invoker {
-    template <class... T>
-    decltype(auto) operator()(T&&... t) const {
-      return std::invoke(std::forward<T>(t)...);
-    }
-  };
-
-  std::tuple<F, A...> call;
+  stored_call<F, A...> call;
 };
 
 }  // namespace detail

@@ -26,12 +26,12 @@ struct group_child final : job {
       : group(g), call(std::forward<G>(f), std::forward<B>(b)...) {}
   void run(pool&) noexcept override {
     try {
-      std::apply([](auto&&... t) { std::invoke(std::forward<decltype(t)>(t)...); },
-                 std::move(call));
+      call.invoke();
     } catch (...) {
       group_child_failed(group, std::current_exception());
     }
   }
+  void discard_call() noexcept override { call.discard(); }
   void complete(pool&) noexcept override {
     task_group_state* g = group;
     delete this;
@@ -42,7 +42,7 @@ struct group_child final : job {
     complete(owner);
   }
   task_group_state* group;
-  std::tuple<F, A...> call;
+  stored_call<F, A...> call;
 };
 
 }  // namespace detail
@@ -62,6 +62,8 @@ class task_group {
   task_group& operator=(const task_group&) = delete;
   // ~task_group() waits for every child (never detaches); it does not throw, and an
   // exception that wait() did not deliver goes to executor_options::on_unhandled_exception.
+  // When it runs because an exception leaves the group's scope, it cancels the children
+  // first (like asyncio.TaskGroup and Trio), so it never waits for work nobody wants.
   ~task_group();
 
   // spawn() starts f(a...) on a child fiber that inherits the caller's current context.
@@ -83,8 +85,9 @@ class task_group {
  private:
   void submit(detail::job* j);
 
-  executor& executor_;
+  detail::pool* pool_;  // the executor's pool, which outlives an executor deleted from inside
   detail::task_group_state* state_;
+  int uncaught_at_start_;  // std::uncaught_exceptions() when the group was made
 };
 
 }  // namespace weft

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 
 #include <weft/detail/snapshot.hpp>
 
@@ -42,11 +43,23 @@ struct fiber_state {
   fiber_state() = default;
   fiber_state(const fiber_state&) = delete;
   fiber_state& operator=(const fiber_state&) = delete;
-  ~fiber_state();
+  virtual ~fiber_state();
 
-  // end() destroys the fiber_local values and drops the context: the fiber is over.
+  // end() destroys the fiber_local values, then the context: the fiber is over. Destructors
+  // of fiber_local values see the whole context. The context's values are destroyed one at
+  // a time, the most recently defined variable first, each unbound before its destructor
+  // runs: a destructor reads the variables still bound, and a set() in it binds in the
+  // context being taken down (that value is destroyed in turn).
   void end() noexcept;
+
+  // report_unhandled() takes an exception nobody can catch (a throwing destructor during
+  // cleanup); a plain thread prints it to stderr, a pool fiber hands it to its executor.
+  virtual void report_unhandled(std::exception_ptr e) noexcept;
 };
+
+// dismantle() drops the snapshot of s as end() describes. A snapshot shared with others is
+// merely let go: its values live on in them.
+void dismantle(context_state& s) noexcept;
 
 extern constinit thread_local fiber_state* tl_fiber WEFT_TLS_MODEL;
 extern constinit thread_local context_state* tl_context WEFT_TLS_MODEL;

@@ -2,6 +2,10 @@
 #pragma once
 
 #include <exception>
+#include <functional>
+#include <optional>
+#include <tuple>
+#include <utility>
 
 #include <weft/detail/snapshot.hpp>
 
@@ -24,11 +28,41 @@ struct job {
 
   // run() calls the user's function on the new fiber and records its outcome.
   virtual void run(pool& owner) noexcept = 0;
+  // discard_call() destroys the callable and its arguments; the fiber does it when run()
+  // returned. A destructor that throws is reported, not fatal.
+  virtual void discard_call() noexcept = 0;
   // complete() publishes the outcome (wakes waiters) and drops the pool's reference. It runs
   // after the fiber's fiber_local values and context are gone.
   virtual void complete(pool& owner) noexcept = 0;
   // fail() ends a job whose fiber could not be made, as if the callable had thrown e.
   virtual void fail(pool& owner, std::exception_ptr e) noexcept = 0;
+};
+
+// stored_call is a job's callable with its arguments, destroyed on demand.
+template <class F, class... A>
+class stored_call {
+ public:
+  template <class G, class... B>
+  explicit stored_call(G&& g, B&&... b)
+      : call_(std::in_place, std::forward<G>(g), std::forward<B>(b)...) {}
+
+  // invoke() calls f(a...) once, handing it the stored copies as rvalues.
+  decltype(auto) invoke() {
+    return std::apply(
+        [](auto&&... t) -> decltype(auto) { return std::invoke(std::forward<decltype(t)>(t)...); },
+        std::move(*call_));
+  }
+
+  void discard() noexcept {
+    try {
+      call_.reset();
+    } catch (...) {
+      report_unhandled_here(std::current_exception());
+    }
+  }
+
+ private:
+  std::optional<std::tuple<F, A...>> call_;
 };
 
 }  // namespace weft::detail

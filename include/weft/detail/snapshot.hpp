@@ -8,8 +8,16 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
+
+#include <weft/detail/assert.hpp>
 
 namespace weft::detail {
+
+// report_unhandled_here() hands an exception that has nowhere to go (a destructor that threw
+// during cleanup, a scoped guard whose reset failed) to the calling fiber's executor
+// (executor_options::on_unhandled_exception), or prints it to stderr on a plain thread.
+void report_unhandled_here(std::exception_ptr e) noexcept;
 
 // counted is the header shared by nodes and value cells: the number of references to it.
 struct counted {
@@ -28,7 +36,14 @@ struct value_cell final : cell {
   template <class... A>
   explicit value_cell(A&&... a) : cell{{}, &destroy_cell}, value(static_cast<A&&>(a)...) {}
 
-  static void destroy_cell(cell* c) noexcept { delete static_cast<value_cell*>(c); }
+  // A value whose destructor throws has its exception reported, not the process terminated.
+  static void destroy_cell(cell* c) noexcept {
+    try {
+      delete static_cast<value_cell*>(c);
+    } catch (...) {
+      report_unhandled_here(std::current_exception());
+    }
+  }
 };
 
 inline constexpr unsigned kNodeBits = 5;
@@ -49,8 +64,10 @@ inline void retain(counted* c) noexcept {
 // last_reference() is true when the caller's reference is the only one left. Then nobody
 // else can take a new one, so it may be dropped without an atomic read-modify-write.
 inline bool last_reference(counted* c) noexcept {
-  return c->refs.load(std::memory_order_acquire) == 1 ||
-         c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  if (c->refs.load(std::memory_order_acquire) == 1) return true;
+  const std::uint32_t before = c->refs.fetch_sub(1, std::memory_order_acq_rel);
+  WEFT_ASSERT(before != 0, "a snapshot node or value released more often than retained");
+  return before == 1;
 }
 
 inline void release(cell* c) noexcept {

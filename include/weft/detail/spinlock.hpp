@@ -15,6 +15,16 @@ inline void spin_pause() noexcept {
 #endif
 }
 
+// backoff() is one step of a wait for another thread to finish a few instructions: pause,
+// and give the core away now and then in case that thread was preempted.
+inline void backoff(unsigned& spins) noexcept {
+  if (++spins % 64 == 0) {
+    std::this_thread::yield();
+  } else {
+    spin_pause();
+  }
+}
+
 class spinlock {
  public:
   void lock() noexcept {
