@@ -27,6 +27,12 @@ class category final : public std::error_category {
         return "invalid argument";
       case errc::cancelled:
         return "cancelled";
+      case errc::deadline_exceeded:
+        return "deadline exceeded";
+      case errc::invalid_task:
+        return "task has no fiber (empty, moved-from or already got)";
+      case errc::would_deadlock:
+        return "waiting here would deadlock";
     }
     return "unknown weft error";
   }

@@ -50,16 +50,33 @@ void report_unhandled(pool& owner, std::exception_ptr e) noexcept {
 
 namespace {
 
+std::atomic<unsigned> executors_made{0};
+
+[[noreturn]] void refuse(const std::string& what) {
+  throw error(errc::invalid_argument, "weft: executor_options::" + what);
+}
+
 executor_options checked(executor_options o) {
-  if (o.threads == 0) {
-    throw error(errc::invalid_argument,
-                "weft: executor_options::threads is 0; an executor needs at least 1 worker thread");
+  using limits = executor_options;
+  if (o.threads == 0 || o.threads > limits::max_threads) {
+    refuse("threads is " + std::to_string(o.threads) + "; an executor needs 1 to " +
+           std::to_string(limits::max_threads) + " worker threads");
   }
-  if (o.stack_size < 16 * 1024) {
-    throw error(errc::invalid_argument, "weft: executor_options::stack_size is " +
-                                            std::to_string(o.stack_size) +
-                                            " bytes; the minimum is 16384 (16 KiB)");
+  if (o.stack_size < 16 * 1024 || o.stack_size > limits::max_stack_size) {
+    refuse("stack_size is " + std::to_string(o.stack_size) +
+           " bytes; it must be 16384 (16 KiB) to " + std::to_string(limits::max_stack_size) +
+           " (1 GiB)");
   }
+  if (o.guard_pages && (o.guard_size < 4096 || o.guard_size > limits::max_stack_size)) {
+    refuse("guard_size is " + std::to_string(o.guard_size) + " bytes; it must be 4096 to " +
+           std::to_string(limits::max_stack_size));
+  }
+  if (o.blocking_threads == 0 || o.blocking_threads > limits::max_threads) {
+    refuse("blocking_threads is " + std::to_string(o.blocking_threads) + "; it must be 1 to " +
+           std::to_string(limits::max_threads));
+  }
+  const unsigned n = executors_made.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (o.name.empty()) o.name = "executor-" + std::to_string(n);
   return o;
 }
 
@@ -72,9 +89,9 @@ reporter* make_reporter(std::function<void(std::exception_ptr)> handler) {
 }  // namespace
 
 pool::pool(executor& ex, executor_options options)
-    : owner(ex),
-      unhandled(make_reporter(options.on_unhandled_exception)),
-      stacks(options.stack_size, options.guard_pages),
+    : unhandled(make_reporter(options.on_unhandled_exception)),
+      stacks(options.stack_size, options.guard_pages ? options.guard_size : 0),
+      owner_(&ex),
       options_(std::move(options)) {
   try {
     workers_.reserve(options_.threads);
@@ -198,8 +215,9 @@ void pool::submit(job* j, cancel_scope* scope) {
     if (closed_) {
       g.unlock();
       delete j;
-      throw error(errc::executor_closed,
-                  "weft: executor is shut down; spawn/post/run from outside the pool is refused");
+      throw error(errc::executor_closed, "weft: executor '" + options_.name +
+                                             "' is shut down; spawn/post/run from outside its "
+                                             "fibers is refused");
     }
     live_.fetch_add(1, std::memory_order_relaxed);
     if (inject_tail_ != nullptr) {
@@ -214,38 +232,36 @@ void pool::submit(job* j, cancel_scope* scope) {
 }
 
 void pool::fiber_finished() noexcept {
-  if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-      closed_flag_.load(std::memory_order_seq_cst)) {
-    if (orphaned()) {
-      // Nobody will join: the last fiber tells the workers to exit.
-      exiting_.store(true, std::memory_order_seq_cst);
-      for (auto& w : workers_) {
-        w->wake();
-      }
-      return;
-    }
-    std::lock_guard<spinlock> g(idle_lock_);
-    wake_all(idle_waiters_);
-  }
+  // seq_cst: join() and orphan() read live_ and the closed/orphaned flags in the other order.
+  const std::size_t before = live_.fetch_sub(1, std::memory_order_seq_cst);
+  WEFT_ASSERT(before != 0, "more fibers finished than were started");
+  if (before == 1 && closed_flag_.load(std::memory_order_seq_cst)) fiber_finished_last();
 }
 
-void pool::orphan() noexcept {
+void pool::fiber_finished_last() noexcept {
+  if (orphaned()) {
+    // Nobody will join: the last fiber (or orphan(), if none is left) tells the workers to
+    // exit. Only once: a worker may already be gone.
+    if (exiting_.exchange(true, std::memory_order_seq_cst)) return;
+    for (auto& w : workers_) {
+      w->wake();
+    }
+    return;
+  }
+  std::lock_guard<spinlock> g(idle_lock_);
+  wake_all(idle_waiters_);
+}
+
+void pool::orphan(executor* stand_in) noexcept {
+  owner_.store(stand_in, std::memory_order_release);
   shutdown();
   for (auto& t : threads_) {
     t.detach();
   }
-  orphaned_.store(true, std::memory_order_release);
-  // Detached workers use the pool until their very last thread_local is gone, so it is never
-  // freed; it stays reachable from here, which also tells leak checkers it is intentional.
-  static std::mutex orphans_mutex;
-  static std::vector<pool*>* orphans = nullptr;
-  std::lock_guard<std::mutex> g(orphans_mutex);
-  try {
-    if (orphans == nullptr) orphans = new std::vector<pool*>;
-    orphans->push_back(this);
-  } catch (...) {
-    // Out of memory: the pool is merely not listed (a leak checker will name it).
-  }
+  orphaned_.store(true, std::memory_order_seq_cst);
+  // The last fiber may have ended before orphaned_ was set: then nobody else will stop the
+  // workers.
+  if (live_.load(std::memory_order_seq_cst) == 0) fiber_finished_last();
 }
 
 void pool::shutdown() noexcept {
@@ -256,8 +272,8 @@ void pool::shutdown() noexcept {
 
 void pool::join() {
   if (tl_pool == this) {
-    throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
-                            "weft: executor::join() called from a fiber of the same executor");
+    throw error(errc::would_deadlock, "weft: executor::join() called from a fiber of executor '" +
+                                          options_.name + "' itself; it would wait for itself");
   }
   shutdown();
   // A fiber of another executor waiting here is suspended, not its worker thread blocked.
@@ -318,13 +334,30 @@ executor::executor(unsigned threads)
 executor::executor(executor_options options)
     : pool_(std::make_unique<detail::pool>(*this, detail::checked(std::move(options)))) {}
 
+executor::executor(detail::pool* adopted) noexcept : pool_(adopted) {}
+
 executor::~executor() {
   if (detail::tl_pool == pool_.get()) {
     // Destroyed from one of its own fibers: waiting here would wait for this very fiber.
+    // A stand-in keeps the pool (and everything its fibers do with executor::current()) alive.
+    detail::pool* p = pool_.release();
+    // Out of memory, there is no stand-in: current() then says nullptr, nothing dangles.
+    executor* stand_in = new (std::nothrow) executor(p);
     std::fprintf(stderr,
-                 "weft: executor destroyed from one of its own fibers; its work finishes and its "
-                 "threads exit without being joined\n");
-    pool_.release()->orphan();
+                 "weft: executor '%s' destroyed from one of its own fibers; its work finishes "
+                 "and its threads exit without being joined\n",
+                 p->name().c_str());
+    p->orphan(stand_in);
+    // Reachable from here, so leak checkers see it is kept on purpose.
+    static std::mutex orphans_mutex;
+    static std::vector<executor*>* orphans = nullptr;
+    std::lock_guard<std::mutex> g(orphans_mutex);
+    try {
+      if (orphans == nullptr) orphans = new std::vector<executor*>;
+      orphans->push_back(stand_in);
+    } catch (...) {
+      // Out of memory: the stand-in is merely not listed (a leak checker will name it).
+    }
     return;
   }
   join();
@@ -346,9 +379,13 @@ unsigned executor::thread_count() const noexcept {
   return pool_->size();
 }
 
+const std::string& executor::name() const noexcept {
+  return pool_->name();
+}
+
 executor* executor::current() noexcept {
   detail::pool* p = detail::tl_pool;
-  return p != nullptr && !p->orphaned() ? &p->owner : nullptr;
+  return p != nullptr ? p->owner() : nullptr;
 }
 
 }  // namespace weft

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <string>
 #include <vector>
 
 #include <weft/executor.hpp>
@@ -38,14 +39,19 @@ class pool {
   void join();
   // orphan() is what an executor destroyed from one of its own fibers does instead of
   // join(), which would wait for itself: shut down, let the accepted work finish, and have
-  // the workers exit on their own. The pool itself is never freed.
-  void orphan() noexcept;
+  // the workers exit on their own. `stand_in` becomes the executor its fibers see (through
+  // executor::current(), weft::spawn, task groups), so accepted work keeps spawning children
+  // as before. Neither the pool nor the stand-in is ever freed.
+  void orphan(executor* stand_in) noexcept;
   bool orphaned() const noexcept { return orphaned_.load(std::memory_order_acquire); }
 
   // launch() starts the fiber for j on the calling worker thread.
   void launch(job* j);
   // fiber_finished() is the last thing a fiber does.
   void fiber_finished() noexcept;
+  // fiber_finished_last() runs when no fiber is left after shutdown: wake join() or, for an
+  // orphan, stop the workers.
+  void fiber_finished_last() noexcept;
 
   // main_wanted() is true when a worker's main fiber has something to do.
   bool main_wanted() const noexcept {
@@ -62,9 +68,11 @@ class pool {
   void note_awake(worker_slot& w) noexcept;
 
   unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+  const std::string& name() const noexcept { return options_.name; }
   worker_slot& worker(unsigned i) noexcept { return *workers_[i]; }
 
-  executor& owner;
+  // owner() is the executor whose pool this is (its stand-in once orphaned).
+  executor* owner() const noexcept { return owner_.load(std::memory_order_acquire); }
   reporter* const unhandled;
   stack_pool stacks;
 
@@ -73,6 +81,7 @@ class pool {
   // stop_workers() tells every worker to exit (there is no work left) and joins them.
   void stop_workers() noexcept;
 
+  std::atomic<executor*> owner_;
   executor_options options_;
   std::vector<std::unique_ptr<worker_slot>> workers_;
   std::vector<std::thread> threads_;

@@ -1,6 +1,8 @@
 // scheduler.cpp: the per-executor work-stealing algorithm (see scheduler.hpp).
 #include "scheduler.hpp"
 
+#include <algorithm>
+
 #include <boost/fiber/type.hpp>
 
 #include <pthread.h>
@@ -25,6 +27,10 @@ constexpr unsigned kDispatchEvery = 16;
 constexpr unsigned kFairEvery = 1021;
 // An idle worker looks for work this many times before it goes to sleep.
 constexpr unsigned kIdleSpins = 256;
+// While spinning it looks at this many other workers per look (a full scan per spin made
+// starting and idling quadratic in the number of workers); it scans them all once before it
+// sleeps.
+constexpr unsigned kSpinVictims = 4;
 
 fiber_record* record_of(context* ctx) noexcept {
   return static_cast<fiber_record*>(ctx->get_properties());
@@ -110,6 +116,10 @@ void algorithm::awakened(context* ctx) noexcept {
     }
     self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
   }
+  // A full fence between publishing the fiber and looking for sleepers: without it the store
+  // can wait in the store buffer while a worker going to sleep misses it, and this worker
+  // misses that sleeper -- a fiber queued behind a busy one then waits for it (a lost wake).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
 }
 
@@ -220,13 +230,18 @@ void algorithm::take_over(context* next) noexcept {
   publish_root(f->current->root);
 }
 
-bool algorithm::work_visible() const noexcept {
+bool algorithm::work_visible(bool everywhere) noexcept {
   if (self_.remote_pending.load(std::memory_order_seq_cst) || main_ready_ ||
-      (main_parked_ && pool_.main_wanted())) {
+      (main_parked_ && pool_.main_wanted()) ||
+      self_.ready_size.load(std::memory_order_seq_cst) != 0) {
     return true;
   }
-  for (unsigned i = 0; i < pool_.size(); ++i) {
-    if (pool_.worker(i).ready_size.load(std::memory_order_seq_cst) != 0) return true;
+  const unsigned n = pool_.size();
+  const unsigned looks = everywhere ? n : std::min(n, kSpinVictims);
+  rng_ = rng_ * 1664525u + 1013904223u;
+  const unsigned start = rng_ % n;
+  for (unsigned i = 0; i < looks; ++i) {
+    if (pool_.worker((start + i) % n).ready_size.load(std::memory_order_seq_cst) != 0) return true;
   }
   return false;
 }
@@ -234,16 +249,19 @@ bool algorithm::work_visible() const noexcept {
 void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
   asan::finish_switch();
   for (unsigned i = 0; i < kIdleSpins; ++i) {
-    if (work_visible()) return;
+    if (work_visible(false)) return;
     spin_pause();
   }
   // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time so
   // that new work waits for one batch at most.
   while (pool_.stacks.trim(64)) {
-    if (work_visible()) return;
+    if (work_visible(false)) return;
   }
   pool_.note_sleeping(self_);
-  if (!work_visible()) {
+  // Pairs with the fence in awakened(): either this worker sees the queued fiber, or the
+  // worker that queued it sees this one asleep and wakes a sleeper.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!work_visible(true)) {
     std::unique_lock<std::mutex> lk(self_.sleep_mutex);
     auto woken = [this] { return self_.notified; };
     if (deadline == std::chrono::steady_clock::time_point::max()) {

@@ -87,7 +87,10 @@ class algorithm final : public boost::fibers::algo::algorithm {
  private:
   boost::fibers::context* steal() noexcept;
   boost::fibers::context* take_local() noexcept;
-  bool work_visible() const noexcept;
+  // work_visible() is true when this worker has something to do: its own queue, its main
+  // fiber, remote wake-ups, or a stealable fiber at a few other workers (all of them when
+  // `everywhere`).
+  bool work_visible(bool everywhere) noexcept;
   // switch_to() announces the switch to next (sanitizer, exception state, the thread-local
   // record pointers) and returns next.
   boost::fibers::context* switch_to(boost::fibers::context* next) noexcept;

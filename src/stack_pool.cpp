@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cassert>
 #include <new>
 
@@ -25,12 +26,37 @@ std::size_t round_up(std::size_t n, std::size_t to) noexcept {
   return (n + to - 1) / to * to;
 }
 
+// stack_exhausted is the bad_alloc of a stack that could not be mapped: its message names
+// the likely cause and the knob, with no allocation of its own.
+class stack_exhausted final : public std::bad_alloc {
+ public:
+  explicit stack_exhausted(bool guarded, std::size_t carved) noexcept {
+    if (guarded) {
+      std::snprintf(message_, sizeof message_,
+                    "weft: cannot map a guarded fiber stack after %zu stacks: each guard region "
+                    "is a separate kernel mapping; raise vm.max_map_count (sysctl) or turn "
+                    "executor_options::guard_pages off",
+                    carved);
+    } else {
+      std::snprintf(message_, sizeof message_,
+                    "weft: cannot map fiber stacks after %zu stacks: out of address space or "
+                    "memory; lower executor_options::stack_size",
+                    carved);
+    }
+  }
+  const char* what() const noexcept override { return message_; }
+
+ private:
+  char message_[256];
+};
+
 }  // namespace
 
-stack_pool::stack_pool(std::size_t stack_size, bool guard_pages)
+stack_pool::stack_pool(std::size_t stack_size, std::size_t guard_size)
     : usable_(round_up(stack_size, page_size())),
-      stride_(usable_ + (guard_pages ? page_size() : 0)),
-      guard_(guard_pages),
+      guard_bytes_(guard_size == 0 ? 0 : round_up(guard_size, page_size())),
+      stride_(usable_ + guard_bytes_),
+      guard_(guard_size != 0),
       hot_limit_(std::max<std::size_t>(64, (std::size_t{64} << 20) / stride_)) {}
 
 stack_pool::~stack_pool() {
@@ -49,13 +75,15 @@ void* stack_pool::carve() {
     slabs_.reserve(slabs_.size() + 1);
     void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (base == MAP_FAILED) throw std::bad_alloc();
+    if (base == MAP_FAILED) throw stack_exhausted(guard_, carved_);
     slabs_.push_back({base, bytes});
     next_ = static_cast<char*>(base);
     end_ = next_ + bytes;
   }
   char* stack = next_;
-  if (guard_ && ::mprotect(stack, page_size(), PROT_NONE) != 0) throw std::bad_alloc();
+  if (guard_ && ::mprotect(stack, guard_bytes_, PROT_NONE) != 0) {
+    throw stack_exhausted(true, carved_);
+  }
   // Room for every stack in either list, so that deallocate() never allocates.
   if (free_.capacity() <= carved_ || cold_.capacity() <= carved_) {
     free_.reserve(2 * (carved_ + 1));

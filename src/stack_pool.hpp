@@ -8,7 +8,8 @@
 // older ones give their pages back to the kernel (MADV_DONTNEED) once the pool goes idle, so
 // a burst of fibers does not pin its memory for the executor's lifetime. With guard pages
 // the lowest page of each stack is PROT_NONE, so an overflow faults instead of silently
-// corrupting the neighbour.
+// corrupting the neighbour -- as long as its first touch below the stack lands in the guard
+// region (see executor_options::guard_size).
 #pragma once
 
 #include <cstddef>
@@ -23,7 +24,9 @@ namespace weft::detail {
 
 class stack_pool {
  public:
-  stack_pool(std::size_t stack_size, bool guard_pages);
+  // stack_pool(stack_size, guard_size): guard_size bytes below each stack are PROT_NONE
+  // (0: no guard). The caller checked both sizes.
+  stack_pool(std::size_t stack_size, std::size_t guard_size);
   stack_pool(const stack_pool&) = delete;
   stack_pool& operator=(const stack_pool&) = delete;
   ~stack_pool();
@@ -59,6 +62,7 @@ class stack_pool {
   void give_back(void* base) noexcept;  // to the shared list
 
   std::size_t usable_;  // bytes a fiber can use
+  std::size_t guard_bytes_;
   std::size_t stride_;  // bytes per stack, guard page included
   bool guard_;
   std::size_t hot_limit_;  // idle stacks kept with their pages

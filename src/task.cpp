@@ -6,12 +6,21 @@
 
 namespace weft::detail {
 
+void throw_invalid_task() {
+  throw error(errc::invalid_task,
+              "weft: task has no fiber (default-constructed, moved-from, or get() was called)");
+}
+
 void task_base::wait() {
   block(
       lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
 }
 
 bool task_base::wait_until(clock::time_point deadline) {
+  if (deadline == clock::time_point::max()) {
+    wait();
+    return true;
+  }
   return block(
       lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, &deadline, true);
 }

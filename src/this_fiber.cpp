@@ -37,14 +37,17 @@ namespace detail {
 
 void sleep_until_steady(std::chrono::steady_clock::time_point deadline) {
   weft::detail::fiber_record* self = weft::detail::current_record();
+  const bool forever = deadline == std::chrono::steady_clock::time_point::max();
   if (self == nullptr) {
+    while (forever)
+      std::this_thread::sleep_for(std::chrono::hours(24));
     std::this_thread::sleep_until(deadline);
     return;
   }
   for (;;) {
     throw_if_cancelled();
-    if (std::chrono::steady_clock::now() >= deadline) return;
-    self->park(&deadline, true);
+    if (!forever && std::chrono::steady_clock::now() >= deadline) return;
+    self->park(forever ? nullptr : &deadline, true);
   }
 }
 

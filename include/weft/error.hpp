@@ -19,6 +19,9 @@ enum class errc {
   not_in_executor,          // weft::spawn / task_group() where there is no current executor
   invalid_argument,         // bad option: 0 threads, stack too small, ...
   cancelled,                // the fiber's cancellation was requested (see task_group)
+  deadline_exceeded,        // the fiber's deadline passed (see with_deadline)
+  invalid_task,             // get()/wait() on a task with no fiber: empty, moved-from or got
+  would_deadlock,           // executor::join() from a fiber of that same executor
 };
 
 // error_category() is the category of every weft::error; its name() is "weft".

@@ -1,10 +1,12 @@
 // weft/executor.hpp: the thread pool that runs fibers, each inheriting its spawner's context.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -16,18 +18,40 @@
 
 namespace weft {
 
-// executor_options configures an executor; every field has a sensible default.
+// executor_options configures an executor; every field has a sensible default. Values out
+// of range are refused by the constructor with errc::invalid_argument. The first fields keep
+// the order of API.md, so positional initialisation stays valid.
 struct executor_options {
-  // threads is the number of worker threads; 0 is refused with errc::invalid_argument.
-  unsigned threads = std::thread::hardware_concurrency();
-  // stack_size is each fiber's stack; below 16 KiB is refused with errc::invalid_argument.
+  // threads is the number of worker threads: 1 to max_threads. The default is the number of
+  // hardware threads (1 when the system cannot tell).
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  // stack_size is each fiber's stack: 16 KiB to max_stack_size (1 GiB).
   std::size_t stack_size = 128 * 1024;
-  // guard_pages puts a protected page below every stack: an overflow faults there instead of
-  // silently corrupting memory. Stacks are pooled, so the cost is paid once per stack.
+  // guard_pages puts a PROT_NONE region of guard_size bytes below every stack: an overflow
+  // whose first touch below the stack falls in that region faults there instead of silently
+  // corrupting another fiber's stack. A single frame larger than guard_size (a big local
+  // array) can jump over it; compile with -fstack-clash-protection to have such frames probed
+  // page by page, which makes any guard catch them. Stacks are pooled, so the cost (one
+  // mprotect and one kernel mapping per stack; see vm.max_map_count) is paid once per stack.
   bool guard_pages = false;
-  // on_unhandled_exception receives exceptions of post()ed work and of tasks whose handle
-  // was dropped. The default prints what() to stderr and carries on. Called on a pool fiber.
-  std::function<void(std::exception_ptr)> on_unhandled_exception;
+  // on_unhandled_exception receives exceptions nobody can catch: of post()ed work, of tasks
+  // whose handle was dropped, of a group nobody waited for, of destructors run at a fiber's
+  // end. The default prints what() to stderr and carries on. Called on whichever thread
+  // notices the exception: a worker (on a fiber of the pool or its main context), or the
+  // thread that dropped a task handle; it should be quick and must not block.
+  std::function<void(std::exception_ptr)> on_unhandled_exception{};
+
+  // blocking_threads caps the threads that run offload()ed calls (1 to max_threads); they
+  // start on demand.
+  unsigned blocking_threads = 64;
+  // guard_size is the guard region per stack when guard_pages is set (rounded up to pages;
+  // 4 KiB to max_stack_size). It costs address space only, no memory.
+  std::size_t guard_size = 64 * 1024;
+  // name appears in error messages and introspection; empty: "executor-<n>".
+  std::string name{};
+
+  static constexpr unsigned max_threads = 16384;
+  static constexpr std::size_t max_stack_size = std::size_t{1} << 30;
 };
 
 namespace detail {
@@ -80,7 +104,8 @@ class executor {
   executor& operator=(const executor&) = delete;
   // ~executor() is shutdown() then join(): every accepted piece of work runs to completion.
   // Called from one of its own fibers (it cannot wait for itself) it shuts down and lets the
-  // workers finish and exit unjoined instead.
+  // workers finish and exit unjoined instead; its fibers then see a stand-in executor (from
+  // executor::current()) that keeps spawning their children, never a freed object.
   ~executor();
 
   // spawn() starts f(a...) on a new fiber and returns its task. Callable from any thread or
@@ -117,17 +142,23 @@ class executor {
 
   // join() shuts down, waits until all work is done, and joins the worker threads. Blocks a
   // plain thread; suspends a fiber of another executor. From a fiber of this executor it
-  // throws std::system_error(resource_deadlock_would_occur). Later calls return at once.
+  // throws weft::error(would_deadlock). Later calls return at once.
   void join();
 
   // thread_count() is the number of worker threads.
   unsigned thread_count() const noexcept;
+
+  // name() is executor_options::name, or the "executor-<n>" given in its place.
+  const std::string& name() const noexcept;
 
   // current() is the executor of the calling fiber, or nullptr outside any pool.
   static executor* current() noexcept;
 
  private:
   friend class task_group;
+
+  // executor(pool) is the stand-in that takes over an orphaned pool (see ~executor).
+  explicit executor(detail::pool* adopted) noexcept;
 
   // submit() hands j to the pool (taking it over; on failure it is destroyed and the error
   // rethrown). scope, if not null, replaces the caller's inherited cancellation scope.

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <exception>
 #include <functional>
-#include <future>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -13,6 +12,7 @@
 
 #include <weft/detail/job.hpp>
 #include <weft/detail/spinlock.hpp>
+#include <weft/detail/time.hpp>
 
 namespace weft {
 
@@ -20,6 +20,8 @@ namespace detail {
 
 struct waiter;
 struct reporter;
+
+[[noreturn]] void throw_invalid_task();
 
 // task_base is the untyped shared state between a spawned fiber and its task handle.
 struct task_base : job {
@@ -132,7 +134,7 @@ class task {
 
   // get() waits, then returns the result or rethrows the fiber's exception. Once: the task
   // is no longer valid() afterwards. Suspends a pool fiber (a cancellation point), blocks a
-  // plain thread. Throws std::future_error(no_state) on an invalid task.
+  // plain thread. Throws weft::error(invalid_task) on a task that is not valid().
   R get() {
     check();
     state_->wait();
@@ -150,17 +152,12 @@ class task {
     state_->wait();
   }
 
-  // wait_for() waits at most d; true if the fiber finished.
+  // wait_for() waits at most d (saturated: any duration is fine); true if the fiber
+  // finished.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     check();
-    using clock = std::chrono::steady_clock;
-    // Durations beyond a century (hours::max() and friends) would overflow the clock.
-    if (d > std::chrono::hours(24 * 365 * 100)) {
-      state_->wait();
-      return true;
-    }
-    return state_->wait_until(clock::now() + std::chrono::ceil<clock::duration>(d));
+    return state_->wait_until(detail::deadline_after(d));
   }
 
   // ready() is true when the fiber finished (get() will not block). Never blocks.
@@ -176,7 +173,7 @@ class task {
   explicit task(detail::task_result<R>* s) noexcept : state_(s) {}
 
   void check() const {
-    if (state_ == nullptr) throw std::future_error(std::future_errc::no_state);
+    if (state_ == nullptr) detail::throw_invalid_task();
   }
   void drop() noexcept {
     if (state_ != nullptr) std::exchange(state_, nullptr)->drop_handle();

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <type_traits>
 
+#include <weft/detail/time.hpp>
+
 namespace weft::this_fiber {
 
 namespace detail {
@@ -14,25 +16,18 @@ void sleep_until_steady(std::chrono::steady_clock::time_point deadline);
 // the thread. A cancellation point: throws weft::error(cancelled) in a cancelled fiber.
 void yield();
 
-// sleep_until() suspends the calling fiber (blocks a plain thread) until tp. A cancellation
-// point: a cancelled fiber wakes at once and throws weft::error(cancelled).
+// sleep_until() suspends the calling fiber (blocks a plain thread) until tp, of any clock
+// (converted once to steady_clock; time points out of range saturate). A cancellation point:
+// a cancelled fiber wakes at once and throws weft::error(cancelled).
 template <class Clock, class Dur>
 void sleep_until(std::chrono::time_point<Clock, Dur> tp) {
-  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-    detail::sleep_until_steady(
-        std::chrono::time_point_cast<std::chrono::steady_clock::duration>(tp));
-  } else {
-    detail::sleep_until_steady(
-        std::chrono::steady_clock::now() +
-        std::chrono::ceil<std::chrono::steady_clock::duration>(tp - Clock::now()));
-  }
+  detail::sleep_until_steady(weft::detail::deadline_at(tp));
 }
 
-// sleep_for() is sleep_until(now + d).
+// sleep_for() is sleep_until(now + d); any duration is fine (hours::max() sleeps forever).
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
-  detail::sleep_until_steady(std::chrono::steady_clock::now() +
-                             std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+  detail::sleep_until_steady(weft::detail::deadline_after(d));
 }
 
 // cancellation_requested() is true when the calling fiber's cancellation was requested (its
