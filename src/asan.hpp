@@ -6,7 +6,7 @@
 // destination stack (start_switch); the destination confirms (finish_switch) at the first
 // weft code it runs. Each context (fiber, worker main, dispatcher) keeps its own fake stack
 // (ASan's home for frames under detect_stack_use_after_return): it is saved in the outgoing
-// context's slot, restored from the incoming one's, and freed when a fiber ends.
+// context's slot, restored from the incoming one's, and recycled when a fiber ends.
 // Without ASan all of it compiles to nothing.
 #pragma once
 
@@ -17,7 +17,7 @@ namespace weft::detail::asan {
 #if defined(__SANITIZE_ADDRESS__)
 // start_switch() announces a switch to the stack [bottom, bottom + size). outgoing is where
 // the running context's fake stack is kept (nullptr: it is ending, free it); incoming is where
-// the destination kept its own.
+// the destination kept its own (nullptr: a fresh fiber, which gets a spare one).
 void start_switch(void** outgoing, void* const* incoming, const void* bottom,
                   std::size_t size) noexcept;
 void finish_switch() noexcept;
