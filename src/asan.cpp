@@ -47,5 +47,22 @@ void finish_switch() noexcept {
   __sanitizer_finish_switch_fiber(fake_stack, &old_bottom, &old_size);
 }
 
+creating_fiber::creating_fiber() noexcept {
+  finish_switch();
+  // A "switch" that never happens: while it is pending ASan gives no fake frames out.
+  __sanitizer_start_switch_fiber(&saved_, nullptr, 0);
+}
+
+creating_fiber::~creating_fiber() {
+  const void* bottom = nullptr;
+  std::size_t size = 0;
+  // Finishing takes the announced (empty) bounds; a second switch to the stack we are on,
+  // with the bounds the first one reported, puts them back.
+  __sanitizer_finish_switch_fiber(saved_, &bottom, &size);
+  void* again = nullptr;
+  __sanitizer_start_switch_fiber(&again, bottom, size);
+  __sanitizer_finish_switch_fiber(again, nullptr, nullptr);
+}
+
 }  // namespace weft::detail::asan
 #endif

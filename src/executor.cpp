@@ -6,6 +6,7 @@
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/operations.hpp>
 
+#include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "pool.hpp"
 #include "waiting.hpp"
@@ -175,6 +176,7 @@ void pool::launch(job* j) {
   stack.sp = top - record_bytes;
   stack.size -= record_bytes;
   try {
+    asan::creating_fiber no_fake_frames;
     boost::fibers::fiber f(boost::fibers::launch::post,
                            static_cast<boost::fibers::fiber_properties*>(rec), std::allocator_arg,
                            prepared_stack{&stacks, stack, record_bytes},

@@ -20,6 +20,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/operations.hpp>
+
 #include <weft/weft.hpp>
 
 #include "test_support.hpp"
@@ -748,4 +751,33 @@ TEST_CASE("spawn takes member functions, argument copies and move-only arguments
   CHECK(t.get() == "copied!");
   CHECK(ex.spawn([](std::unique_ptr<int> p) { return *p; }, std::make_unique<int>(9)).get() == 9);
   ex.run([] {});  // run() of a void function
+}
+
+namespace {
+weft::context_var<std::string> raw_req("raw_req");
+weft::fiber_local<int> raw_scratch;
+}  // namespace
+
+TEST_CASE("raw Boost fibers inside a pool fiber never run on their parent's record",
+          "[executor]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  const auto policy = GENERATE(boost::fibers::launch::post, boost::fibers::launch::dispatch);
+  weft::executor ex(threads);
+  for (int round = 0; round < 20; ++round) {
+    auto outcome = ex.run([policy] {
+      auto guard = raw_req.scoped("parent");
+      *raw_scratch = 7;
+      bool saw_parent_value = false;
+      boost::fibers::fiber(policy, [&] {
+        saw_parent_value = raw_req.try_get() != nullptr || *raw_scratch == 7;
+        *raw_scratch = 99;
+        boost::this_fiber::yield();
+        *raw_scratch = 98;
+      }).join();
+      // The parent's own state is untouched whatever the child did.
+      return std::make_pair(saw_parent_value, *raw_scratch == 7 && raw_req.get() == "parent");
+    });
+    CHECK_FALSE(outcome.first);
+    CHECK(outcome.second);
+  }
 }

@@ -221,3 +221,58 @@ TEST_CASE("the stacks of a burst of fibers give their memory back once the pool 
   CHECK(after_mib < 100);           // only the hot 64 MiB of stacks (and the heap) stay
 #endif
 }
+
+TEST_CASE("a fiber queued behind a busy one is always stolen by a sleeping worker",
+          "[.stress]") {
+  // Each round: worker A runs a fiber that queues a child and then spins without yielding
+  // until the child ran; only the other worker can run it, and it is asleep. A lost wake-up
+  // leaves the spinner waiting (bounded here, and counted).
+  weft::executor ex(2);
+  int lost = 0;
+  for (int round = 0; round < 2000; ++round) {
+    std::this_thread::sleep_for(std::chrono::microseconds(round % 7 == 0 ? 300 : 20));
+    const bool ran = ex.run([] {
+      std::atomic<bool> child_ran{false};
+      auto child = weft::spawn([&] { child_ran = true; });
+      const auto give_up = std::chrono::steady_clock::now() + 20s;
+      while (!child_ran && std::chrono::steady_clock::now() < give_up) {
+      }
+      const bool ok = child_ran;
+      child.get();
+      return ok;
+    });
+    if (!ran) ++lost;
+  }
+  CHECK(lost == 0);
+}
+
+namespace {
+std::size_t resident_mib() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE)) >> 20;
+}
+}  // namespace
+
+TEST_CASE("switching fibers does not grow memory (sanitizer fake stacks are per fiber)",
+          "[.stress]") {
+  weft::executor ex(1);
+  std::size_t after_warmup = 0;
+  for (int round = 0; round < 6; ++round) {
+    ex.run([] {
+      std::vector<weft::task<void>> yielders;
+      for (int f = 0; f < 4; ++f) {
+        yielders.push_back(weft::spawn([] {
+          for (int i = 0; i < 5000; ++i)
+            weft::this_fiber::yield();
+        }));
+      }
+      for (auto& t : yielders)
+        t.get();
+    });
+    if (round == 1) after_warmup = resident_mib();
+  }
+  INFO("resident after warm-up " << after_warmup << " MiB, at the end " << resident_mib());
+  CHECK(resident_mib() < after_warmup + 64);
+}

@@ -212,3 +212,61 @@ TEST_CASE("a group on an executor, used from a plain thread", "[task_group]") {
     CHECK_THROWS_AS(g.wait(), std::logic_error);
   }
 }
+
+TEST_CASE("a group whose scope is left by an exception cancels its children first",
+          "[task_group]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  const auto start = clock_type::now();
+  std::atomic<int> cancelled{0};
+  CHECK_THROWS_AS(ex.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 4; ++i) {
+      g.spawn([&] {
+        try {
+          weft::this_fiber::sleep_for(30s);  // would keep ~task_group waiting
+        } catch (const weft::error& e) {
+          if (e.code() == errc::cancelled) ++cancelled;
+          throw;
+        }
+      });
+    }
+    weft::this_fiber::sleep_for(2ms);
+    throw std::runtime_error("body failed");
+  }),
+                  std::runtime_error);
+  CHECK(cancelled == 4);
+  CHECK(clock_type::now() - start < 20s);
+}
+
+namespace {
+// nest() makes a group per level, each level a fiber, `depth` deep; the innermost sleeps.
+void nest(int depth, std::atomic<bool>& bottom) {
+  weft::task_group g;
+  if (depth == 0) {
+    bottom = true;
+    weft::this_fiber::sleep_for(60s);
+    return;
+  }
+  g.spawn([depth, &bottom] { nest(depth - 1, bottom); });
+  g.wait();
+}
+}  // namespace
+
+TEST_CASE("cancelling groups nested thousands deep takes constant stack", "[task_group]") {
+  weft::executor_options o;
+  o.threads = 2;
+  o.stack_size = 16 * 1024;  // the canceller's stack: recursion per level would overflow it
+  weft::executor ex(o);
+  std::atomic<bool> bottom{false};
+  const auto start = clock_type::now();
+  ex.run([&] {
+    weft::task_group top;
+    top.spawn([&] { nest(3000, bottom); });
+    while (!bottom)
+      weft::this_fiber::sleep_for(1ms);
+    top.cancel();
+    top.wait();
+  });
+  CHECK(clock_type::now() - start < 50s);
+}
