@@ -4,8 +4,6 @@
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 
-#include <vector>
-
 namespace weft::detail::asan {
 namespace {
 thread_local bool pending = false;
@@ -15,7 +13,11 @@ thread_local void* const* incoming_fake_stack = nullptr;
 // under the frames still running on it (the scheduler's, until the switch completes) and
 // crashes; handing it to the next new fiber instead keeps their number at the peak of live
 // fibers. Its dead frames are collected by ASan as the new fiber's stack moves past them.
-thread_local std::vector<void*> spare_fake_stacks;
+// A plain array: it must outlive the thread's Boost scheduler, whose teardown switches stacks
+// after the thread's C++ thread_locals are gone. Beyond its size a fake stack is leaked.
+constexpr unsigned kSpares = 1024;
+constinit thread_local void* spare_fake_stacks[kSpares] = {};
+constinit thread_local unsigned spare_count = 0;
 }  // namespace
 
 void start_switch(void** outgoing, void* const* incoming, const void* bottom,
@@ -25,23 +27,14 @@ void start_switch(void** outgoing, void* const* incoming, const void* bottom,
   __sanitizer_start_switch_fiber(outgoing != nullptr ? outgoing : &ending, bottom, size);
   pending = true;
   incoming_fake_stack = incoming;
-  if (ending != nullptr) {
-    try {
-      spare_fake_stacks.push_back(ending);
-    } catch (...) {
-      // Out of memory in a sanitizer build: that fake stack is leaked.
-    }
-  }
+  if (ending != nullptr && spare_count < kSpares) spare_fake_stacks[spare_count++] = ending;
 }
 
 void finish_switch() noexcept {
   if (!pending) return;
   pending = false;
   void* fake_stack = incoming_fake_stack ? *incoming_fake_stack : nullptr;
-  if (fake_stack == nullptr && !spare_fake_stacks.empty()) {
-    fake_stack = spare_fake_stacks.back();
-    spare_fake_stacks.pop_back();
-  }
+  if (fake_stack == nullptr && spare_count != 0) fake_stack = spare_fake_stacks[--spare_count];
   const void* old_bottom = nullptr;
   std::size_t old_size = 0;
   __sanitizer_finish_switch_fiber(fake_stack, &old_bottom, &old_size);

@@ -70,9 +70,20 @@ class fiber_record final : public boost::fibers::fiber_properties,
   void note_off_cpu() noexcept {
     on_cpu_.store(false, std::memory_order_release);
   }
+  // note_queued() / note_dequeued() check that a fiber sits in one ready queue at most once.
+  void note_queued() noexcept {
+    WEFT_ASSERT(!queued_.exchange(true, std::memory_order_acq_rel),
+                "a fiber queued as ready while it is queued already");
+  }
+  void note_dequeued() noexcept {
+    WEFT_ASSERT(queued_.exchange(false, std::memory_order_acq_rel),
+                "a fiber taken from a ready queue it was not in");
+  }
 #else
   void note_on_cpu() noexcept {}
   void note_off_cpu() noexcept {}
+  void note_queued() noexcept {}
+  void note_dequeued() noexcept {}
 #endif
 
   // park() suspends this fiber (the caller must be it) until wake(), the deadline, or -- if
@@ -97,6 +108,7 @@ class fiber_record final : public boost::fibers::fiber_properties,
   boost::fibers::waker waker_;  // valid while parked_
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};
+  std::atomic<bool> queued_{false};
 #endif
 };
 

@@ -106,6 +106,7 @@ void algorithm::awakened(context* ctx) noexcept {
   }
   ctx->detach();
   fiber_record* rec = record_of(ctx);
+  if (rec != nullptr) rec->note_queued();
   {
     std::lock_guard<spinlock> g(self_.lock);
     if (rec != nullptr && rec->yielding) {
@@ -129,6 +130,7 @@ context* algorithm::take_local() noexcept {
   if (self_.ready.empty()) return nullptr;
   context* c = (ticks_ % kFairEvery == 0) ? self_.ready.pop_bottom() : self_.ready.pop_top();
   self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
+  if (fiber_record* rec = record_of(c)) rec->note_dequeued();
   return c;
 }
 
@@ -146,6 +148,7 @@ context* algorithm::steal() noexcept {
     if (victim.ready.empty()) continue;
     context* c = victim.ready.pop_bottom();
     victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
+    if (fiber_record* rec = record_of(c)) rec->note_dequeued();
     return c;
   }
   return nullptr;

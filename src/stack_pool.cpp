@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cassert>
+#include <cstdio>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -328,9 +328,7 @@ TEST_CASE("extreme durations and time points saturate instead of overflowing", "
       asleep = true;
       weft::this_fiber::sleep_for(std::chrono::hours::max());
     });
-    g.spawn([&] {
-      weft::this_fiber::sleep_until(system_clock::time_point::max());
-    });
+    g.spawn([&] { weft::this_fiber::sleep_until(system_clock::time_point::max()); });
     while (!asleep)
       weft::this_fiber::sleep_for(1ms);
     weft::this_fiber::sleep_for(5ms);
@@ -758,8 +756,7 @@ weft::context_var<std::string> raw_req("raw_req");
 weft::fiber_local<int> raw_scratch;
 }  // namespace
 
-TEST_CASE("raw Boost fibers inside a pool fiber never run on their parent's record",
-          "[executor]") {
+TEST_CASE("raw Boost fibers inside a pool fiber never run on their parent's record", "[executor]") {
   const unsigned threads = GENERATE(1u, 2u, 4u);
   const auto policy = GENERATE(boost::fibers::launch::post, boost::fibers::launch::dispatch);
   weft::executor ex(threads);

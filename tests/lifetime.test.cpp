@@ -194,8 +194,7 @@ TEST_CASE("a spawned task's callable is destroyed on its fiber when it ends, not
   CHECK(t.get() == 1);
 }
 
-TEST_CASE("a scoped guard whose reset fails on a fiber is reported to the executor",
-          "[lifetime]") {
+TEST_CASE("a scoped guard whose reset fails on a fiber is reported to the executor", "[lifetime]") {
   std::atomic<int> reported{0};
   weft::executor_options o;
   o.threads = 1;

@@ -222,8 +222,7 @@ TEST_CASE("the stacks of a burst of fibers give their memory back once the pool 
 #endif
 }
 
-TEST_CASE("a fiber queued behind a busy one is always stolen by a sleeping worker",
-          "[.stress]") {
+TEST_CASE("a fiber queued behind a busy one is always stolen by a sleeping worker", "[.stress]") {
   // Each round: worker A runs a fiber that queues a child and then spins without yielding
   // until the child ran; only the other worker can run it, and it is asleep. A lost wake-up
   // leaves the spinner waiting (bounded here, and counted).

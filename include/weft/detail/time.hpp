@@ -14,8 +14,9 @@ inline steady_clock::time_point from_now(steady_clock::time_point now, double se
   if (!(seconds > 0)) return seconds != seconds ? steady_clock::time_point::max() : now;
   const double room = std::chrono::duration<double>(steady_clock::time_point::max() - now).count();
   if (seconds >= room - 1.0) return steady_clock::time_point::max();
-  return now + std::chrono::duration_cast<steady_clock::duration>(
-                   std::chrono::duration<double>(seconds)) +
+  return now +
+         std::chrono::duration_cast<steady_clock::duration>(
+             std::chrono::duration<double>(seconds)) +
          steady_clock::duration(1);  // never early, whatever the rounding
 }
 
@@ -32,13 +33,13 @@ steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) no
 // deadline_at() is tp as a steady_clock time point, saturated.
 template <class Clock, class Dur>
 steady_clock::time_point deadline_at(std::chrono::time_point<Clock, Dur> tp) noexcept {
-  if constexpr (std::is_same_v<Clock, steady_clock> && std::is_same_v<Dur, steady_clock::duration>) {
+  if constexpr (std::is_same_v<Clock, steady_clock> &&
+                std::is_same_v<Dur, steady_clock::duration>) {
     return tp;
   } else {
     const auto now = Clock::now();
-    const double seconds =
-        std::chrono::duration<double>(tp.time_since_epoch()).count() -
-        std::chrono::duration<double>(now.time_since_epoch()).count();
+    const double seconds = std::chrono::duration<double>(tp.time_since_epoch()).count() -
+                           std::chrono::duration<double>(now.time_since_epoch()).count();
     return from_now(steady_clock::now(), seconds);
   }
 }
