@@ -115,12 +115,12 @@ void algorithm::awakened(context* ctx) noexcept {
     } else {
       self_.ready.push_top(ctx);
     }
-    self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
+    // seq_cst, like the sleeper's count and both sides' loads: in their single total order
+    // either the sleeper sees this fiber or this worker sees the sleeper. With a relaxed store
+    // it could wait in the store buffer while both miss each other, and a fiber queued behind
+    // a busy one would wait for it (a lost wake). (A locked xchg on x86: cheaper than mfence.)
+    self_.ready_size.store(self_.ready.size(), std::memory_order_seq_cst);
   }
-  // A full fence between publishing the fiber and looking for sleepers: without it the store
-  // can wait in the store buffer while a worker going to sleep misses it, and this worker
-  // misses that sleeper -- a fiber queued behind a busy one then waits for it (a lost wake).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
 }
 
@@ -260,10 +260,8 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
   while (pool_.stacks.trim(64)) {
     if (work_visible(false)) return;
   }
+  // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
-  // Pairs with the fence in awakened(): either this worker sees the queued fiber, or the
-  // worker that queued it sees this one asleep and wakes a sleeper.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (!work_visible(true)) {
     std::unique_lock<std::mutex> lk(self_.sleep_mutex);
     auto woken = [this] { return self_.notified; };
