@@ -31,13 +31,7 @@ void reporter::report(std::exception_ptr e) noexcept {
       handler(e);
       return;
     }
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      std::fprintf(stderr, "weft: unhandled exception in a fiber: %s\n", x.what());
-    } catch (...) {
-      std::fprintf(stderr, "weft: unhandled exception in a fiber (not a std::exception)\n");
-    }
+    print_unhandled(e, "in a fiber");
   } catch (...) {
     std::fprintf(stderr, "weft: on_unhandled_exception threw; exception dropped\n");
   }

@@ -24,17 +24,17 @@ struct thread_record {
   }
 };
 
-void print_unhandled(const std::exception_ptr& e) noexcept {
+}  // namespace
+
+void print_unhandled(const std::exception_ptr& e, const char* where) noexcept {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& x) {
-    std::fprintf(stderr, "weft: unhandled exception during cleanup: %s\n", x.what());
+    std::fprintf(stderr, "weft: unhandled exception %s: %s\n", where, x.what());
   } catch (...) {
-    std::fprintf(stderr, "weft: unhandled exception during cleanup (not a std::exception)\n");
+    std::fprintf(stderr, "weft: unhandled exception %s (not a std::exception)\n", where);
   }
 }
-
-}  // namespace
 
 void fiber_state::end() noexcept {
   // A value's destructor may touch another fiber_local (creating it again), so repeat until
@@ -53,7 +53,7 @@ void fiber_state::end() noexcept {
 }
 
 void fiber_state::report_unhandled(std::exception_ptr e) noexcept {
-  print_unhandled(e);
+  print_unhandled(e, "during cleanup");
 }
 
 fiber_state::~fiber_state() {
@@ -73,7 +73,7 @@ void report_unhandled_here(std::exception_ptr e) noexcept {
   if (fiber_state* f = tl_fiber) {
     f->report_unhandled(std::move(e));
   } else {
-    print_unhandled(e);
+    print_unhandled(e, "during cleanup");
   }
 }
 

@@ -464,48 +464,6 @@ TEST_CASE("a token made before an assignment is refused after it", "[context]") 
   ctx.run([&] { CHECK(code_of([&] { v.reset(*tok); }) == int(errc::token_wrong_context)); });
 }
 
-namespace {
-weft::context_var<std::string> trace_id("trace_id");
-int closed_with_trace = 0;
-std::string seen_trace;
-// span reads another variable in its destructor, like a tracing or log guard.
-struct span {
-  bool live = true;
-  span() = default;
-  span(span&& o) noexcept { o.live = false; }
-  ~span() {
-    if (!live) return;
-    ++closed_with_trace;
-    seen_trace = trace_id.get_or("<none>");
-  }
-};
-weft::context_var<span> current_span("span");  // defined after trace_id: destroyed first
-weft::context_var<counted_value> late("late");
-// rebinder binds another variable from its destructor.
-struct rebinder {
-  bool live = true;
-  rebinder() = default;
-  rebinder(rebinder&& o) noexcept { o.live = false; }
-  ~rebinder() {
-    if (live) (void)late.set(counted_value(1));
-  }
-};
-weft::context_var<rebinder> rebind("rebind");
-}  // namespace
-
-TEST_CASE("at thread exit, value destructors read the rest of the context and may set",
-          "[context]") {
-  closed_with_trace = 0;
-  std::thread([] {
-    (void)trace_id.set(std::string(64, 'x'));
-    (void)current_span.set(span{});
-    (void)rebind.set(rebinder{});
-  }).join();
-  CHECK(closed_with_trace == 1);
-  CHECK(seen_trace == std::string(64, 'x'));
-  CHECK(counted_value::alive == 0);  // the value set by a destructor went too
-}
-
 TEST_CASE("a scoped guard whose reset fails reports it instead of swallowing it", "[context]") {
   weft::context_var<int> v("v");
   weft::context ctx;

@@ -1,6 +1,7 @@
-// Tests of what happens when a pool fiber ends: the order in which its callable, fiber_local
-// values and context values go, what their destructors may do, and that they never see the
-// fiber's cancellation (API.md "Context variables" lifetimes; issue 10 items 1 and 6).
+// Tests of what happens when a pool fiber (or a plain thread) ends: the order in which its
+// callable, fiber_local values and context values go, what their destructors may do, and that they
+// never see the fiber's cancellation (API.md "Context variables" lifetimes; issue 10 items 1 and
+// 6).
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -75,6 +76,20 @@ TEST_CASE("at fiber end, value destructors read the rest of the context and may 
   CHECK(spans_closed == 51);
   CHECK(spans_saw_request == 51);
   CHECK(counted_value::alive == 0);  // what the destructors bound went too
+}
+
+TEST_CASE("at thread exit, value destructors read the rest of the context and may set",
+          "[lifetime]") {
+  spans_closed = 0;
+  spans_saw_request = 0;
+  std::thread([] {
+    (void)request_id.set(std::string(64, 'x'));
+    (void)current_span.set(span{});
+    (void)rebind.set(rebinder{});
+  }).join();
+  CHECK(spans_closed == 1);
+  CHECK(spans_saw_request == 1);
+  CHECK(counted_value::alive == 0);  // the value set by a destructor went too
 }
 
 TEST_CASE("values shared with a child outlive the parent and die with the child", "[lifetime]") {

@@ -57,6 +57,9 @@ struct fiber_state {
   virtual void report_unhandled(std::exception_ptr e) noexcept;
 };
 
+// print_unhandled() writes e's what() to stderr, saying where it was caught.
+void print_unhandled(const std::exception_ptr& e, const char* where) noexcept;
+
 // dismantle() drops the snapshot of s as end() describes. A snapshot shared with others is
 // merely let go: its values live on in them.
 void dismantle(context_state& s) noexcept;
