@@ -33,13 +33,15 @@ void unlink(T*& head, T* item) noexcept {
 
 }  // namespace
 
-cancel_scope* make_scope(cancel_scope* parent) {
+cancel_scope* make_scope(cancel_scope* parent, ticks deadline) {
   auto* s = new cancel_scope;
+  s->deadline = deadline;
   if (parent != nullptr) {
+    if (parent->deadline < s->deadline) s->deadline = parent->deadline;
     s->parent = retain(parent);
     std::lock_guard<spinlock> g(parent->lock);
-    s->requested.store(parent->requested.load(std::memory_order_relaxed),
-                       std::memory_order_relaxed);
+    s->requested_at.store(parent->requested_at.load(std::memory_order_relaxed),
+                          std::memory_order_relaxed);
     push_front<&cancel_scope::sibling_prev, &cancel_scope::sibling_next>(parent->children, s);
   }
   return s;
@@ -75,15 +77,23 @@ bool try_retain(cancel_scope* s) noexcept {
   return false;
 }
 
+// flip() marks s as cancelled at `at`; false if it was already. Under s->lock.
+bool flip(cancel_scope* s, ticks at) noexcept {
+  ticks expected = never;
+  return s->requested_at.compare_exchange_strong(expected, at, std::memory_order_seq_cst);
+}
+
 }  // namespace
 
 void request_cancel(cancel_scope* s) noexcept {
   // Whoever flips a scope's flag owns the walk below it: each scope is flipped once, so its
   // pending_next link is used by one canceller only. A child created after its parent was
   // flipped starts flipped (make_scope), so nothing is missed and nothing is walked twice.
+  // The time of the request is what tells a fiber under a deadline which came first.
+  const ticks at = now_ticks();
   {
     std::lock_guard<spinlock> g(s->lock);
-    if (s->requested.exchange(true, std::memory_order_seq_cst)) return;
+    if (!flip(s, at)) return;
   }
   retain(s);
   s->pending_next = nullptr;
@@ -97,7 +107,7 @@ void request_cancel(cancel_scope* s) noexcept {
         f->wake();
       }
       for (cancel_scope* c = cur->children; c != nullptr; c = c->sibling_next) {
-        if (c->requested.exchange(true, std::memory_order_seq_cst)) continue;
+        if (!flip(c, at)) continue;
         if (!try_retain(c)) continue;  // dying: no fiber uses it any more
         c->pending_next = pending;
         pending = c;
@@ -117,7 +127,22 @@ void leave(cancel_scope* s, fiber_record* f) noexcept {
   unlink<&fiber_record::scope_prev, &fiber_record::scope_next>(s->fibers, f);
 }
 
-void throw_cancelled() {
+bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const error& x) {
+    return x.code() == errc::cancelled || x.code() == errc::deadline_exceeded;
+  } catch (...) {
+    return false;
+  }
+}
+
+void throw_cancelled(const cancel_scope* s) {
+  WEFT_ASSERT(s != nullptr, "a cancellation raised outside any cancellation scope");
+  const ticks requested = s->requested_at.load(std::memory_order_acquire);
+  if (s->deadline != never && s->deadline <= requested) {
+    throw error(errc::deadline_exceeded, "weft: deadline exceeded (the deadline set by with_deadline/with_timeout passed)");
+  }
   throw error(errc::cancelled, "weft: the fiber's cancellation was requested");
 }
 

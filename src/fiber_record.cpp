@@ -85,6 +85,9 @@ void fiber_record::wake() noexcept {
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
+  // A cancellable wait ends at the scope's deadline too; the caller then sees is_cancelled().
+  clock::time_point limit;
+  if (cancellable) deadline = wait_limit(deadline, scope, limit);
   boost::fibers::context* self = boost::fibers::context::active();
   boost::fibers::detail::spinlock_lock lk(park_lock_);
   if (!woken_ && !(cancellable && is_cancelled(scope))) {

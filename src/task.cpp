@@ -1,6 +1,7 @@
 // task.cpp: waiting on a spawned fiber and publishing its outcome.
 #include <weft/task.hpp>
 
+#include "cancel_scope.hpp"
 #include "pool.hpp"
 #include "waiting.hpp"
 
@@ -35,7 +36,7 @@ void task_base::complete(pool& owner) noexcept {
     std::lock_guard<spinlock> g(lock);
     finished.store(true, std::memory_order_release);
     wake_all(waiters);
-    report = handle_dropped && failure && !retrieved;
+    report = handle_dropped && failure && !retrieved && !is_cancellation(failure);
   }
   if (report) unhandled->report(failure);
   release();
@@ -46,7 +47,8 @@ void task_base::drop_handle() noexcept {
   {
     std::lock_guard<spinlock> g(lock);
     handle_dropped = true;
-    report = finished.load(std::memory_order_relaxed) && failure && !retrieved;
+    report = finished.load(std::memory_order_relaxed) && failure && !retrieved &&
+             !is_cancellation(failure);
   }
   if (report) unhandled->report(failure);
   release();

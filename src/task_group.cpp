@@ -41,6 +41,13 @@ bool caused_by_cancel(const std::exception_ptr& e, const cancel_scope* scope) {
   }
 }
 
+// out_of_time() is true for a failure that only says the group's work was cut short by the
+// group's own deadline, once that passed. Nobody needs to hear of it from ~task_group: the
+// group's creator is under the same deadline and got (or will get) deadline_exceeded itself.
+bool out_of_time(const std::exception_ptr& e, const cancel_scope* scope) {
+  return scope->deadline != never && now_ticks() >= scope->deadline && is_cancellation(e);
+}
+
 }  // namespace
 
 void group_child_failed(task_group_state* g, std::exception_ptr e) noexcept {
@@ -92,7 +99,9 @@ task_group::~task_group() {
   if (std::uncaught_exceptions() > uncaught_at_start_) cancel();
   detail::block(
       state_->lock, state_->waiters, [this] { return state_->pending == 0; }, nullptr, false);
-  if (state_->first) report_unhandled(*pool_, std::exchange(state_->first, nullptr));
+  if (state_->first && !detail::out_of_time(state_->first, state_->scope)) {
+    report_unhandled(*pool_, std::exchange(state_->first, nullptr));
+  }
   state_->release();
 }
 

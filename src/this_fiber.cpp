@@ -11,22 +11,32 @@
 
 namespace weft::this_fiber {
 
-bool cancellation_requested() noexcept {
+namespace {
+
+// scope() is the cancellation the calling fiber or plain thread is under (nullptr: none).
+const weft::detail::cancel_scope* scope() noexcept {
   const weft::detail::fiber_state* f = weft::detail::tl_fiber;
-  return f != nullptr && weft::detail::is_cancelled(f->scope);
+  return f != nullptr ? f->scope : nullptr;
+}
+
+}  // namespace
+
+bool cancellation_requested() noexcept {
+  return weft::detail::is_cancelled(scope());
 }
 
 void throw_if_cancelled() {
-  if (cancellation_requested()) weft::detail::throw_cancelled();
+  const weft::detail::cancel_scope* s = scope();
+  if (weft::detail::is_cancelled(s)) weft::detail::throw_cancelled(s);
 }
 
 void yield() {
+  throw_if_cancelled();
   weft::detail::fiber_record* self = weft::detail::current_record();
   if (self == nullptr) {
     std::this_thread::yield();
     return;
   }
-  throw_if_cancelled();
   self->yielding = true;
   boost::this_fiber::yield();
   weft::detail::asan::finish_switch();
@@ -36,18 +46,25 @@ void yield() {
 namespace detail {
 
 void sleep_until_steady(std::chrono::steady_clock::time_point deadline) {
+  using std::chrono::steady_clock;
   weft::detail::fiber_record* self = weft::detail::current_record();
-  const bool forever = deadline == std::chrono::steady_clock::time_point::max();
-  if (self == nullptr) {
-    while (forever)
-      std::this_thread::sleep_for(std::chrono::hours(24));
-    std::this_thread::sleep_until(deadline);
-    return;
-  }
+  const bool forever = deadline == steady_clock::time_point::max();
   for (;;) {
     throw_if_cancelled();
-    if (!forever && std::chrono::steady_clock::now() >= deadline) return;
-    self->park(forever ? nullptr : &deadline, true);
+    if (!forever && steady_clock::now() >= deadline) return;
+    if (self != nullptr) {
+      self->park(forever ? nullptr : &deadline, true);
+      continue;
+    }
+    // A plain thread: only a deadline (with_deadline) can end its sleep early.
+    steady_clock::time_point storage;
+    const steady_clock::time_point* limit =
+        weft::detail::wait_limit(forever ? nullptr : &deadline, scope(), storage);
+    if (limit == nullptr) {
+      std::this_thread::sleep_for(std::chrono::hours(24));
+    } else {
+      std::this_thread::sleep_until(*limit);
+    }
   }
 }
 

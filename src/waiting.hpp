@@ -35,7 +35,10 @@ struct thread_waiter final : waiter {
     cv.notify_all();
   }
 
-  void park(const clock::time_point* deadline) {
+  // park() sleeps until wake() or the deadline (or, cancellable, the scope's deadline).
+  void park(const clock::time_point* deadline, const cancel_scope* scope) {
+    clock::time_point limit;
+    deadline = wait_limit(deadline, scope, limit);
     const auto spin_until = clock::now() + std::chrono::microseconds(20);
     for (unsigned spin = 1; !woken.load(std::memory_order_acquire); ++spin) {
       spin_pause();
@@ -81,11 +84,12 @@ inline void wake_all(waiter*& list) noexcept {
   list = nullptr;
 }
 
-// block_as() waits as `w`: a fiber's own record, or a plain thread's stack waiter.
+// block_as() waits as `w`: a fiber's own record, or a plain thread's stack waiter. scope is
+// the cancellation honoured (nullptr: none): a fiber's is registered and woken on a request;
+// a plain thread's can only be a deadline's (with_deadline), which its timed wait honours.
 template <class Ready, class Waiter>
 bool block_as(Waiter* w, spinlock& lock, waiter*& list, Ready& ready,
-              const clock::time_point* deadline, bool cancellable) {
-  constexpr bool is_fiber = std::is_same_v<Waiter, fiber_record>;
+              const clock::time_point* deadline, const cancel_scope* scope) {
   for (;;) {
     bool cancelled = false;
     {
@@ -94,7 +98,7 @@ bool block_as(Waiter* w, spinlock& lock, waiter*& list, Ready& ready,
         unlink(list, w);
         return true;
       }
-      if constexpr (is_fiber) cancelled = cancellable && is_cancelled(w->scope);
+      cancelled = is_cancelled(scope);
       if (cancelled || (deadline && clock::now() >= *deadline)) {
         unlink(list, w);
         if (!cancelled) return false;
@@ -102,26 +106,29 @@ bool block_as(Waiter* w, spinlock& lock, waiter*& list, Ready& ready,
         link(list, w);
       }
     }
-    if (cancelled) throw_cancelled();
-    if constexpr (is_fiber) {
-      w->park(deadline, cancellable);
+    if (cancelled) throw_cancelled(scope);
+    if constexpr (std::is_same_v<Waiter, fiber_record>) {
+      w->park(deadline, scope != nullptr);
     } else {
-      w->park(deadline);
+      w->park(deadline, scope);
     }
   }
 }
 
 // block() returns true once ready() holds (evaluated under lock), false if the deadline
-// passed first. On a pool fiber with cancellable set it is a cancellation point: it throws
-// weft::error(cancelled) when the fiber's cancellation is requested before ready() holds.
+// passed first. With cancellable set it is a cancellation point: it throws
+// weft::error(cancelled or deadline_exceeded) when the caller's cancellation is requested or
+// its deadline passes before ready() holds.
 template <class Ready>
 bool block(spinlock& lock, waiter*& list, Ready ready, const clock::time_point* deadline,
            bool cancellable) {
   if (fiber_record* self = current_record()) {
-    return block_as(self, lock, list, ready, deadline, cancellable);
+    return block_as(self, lock, list, ready, deadline, cancellable ? self->scope : nullptr);
   }
+  const fiber_state* thread = tl_fiber;
   thread_waiter thread_self;
-  return block_as(&thread_self, lock, list, ready, deadline, cancellable);
+  return block_as(&thread_self, lock, list, ready, deadline,
+                  cancellable && thread != nullptr ? thread->scope : nullptr);
 }
 
 }  // namespace weft::detail

@@ -112,7 +112,9 @@ struct spawned final : task_result<R> {
 }  // namespace detail
 
 // task<R> is the move-only handle to a spawned fiber. Dropping it without get() lets the
-// fiber run on; an exception it then throws goes to executor_options::on_unhandled_exception.
+// fiber run on; an exception it then throws goes to executor_options::on_unhandled_exception
+// -- except weft::error(cancelled) and weft::error(deadline_exceeded): a fiber stopped
+// because it was told to did not fail (a waiter that left at its deadline drops its handles).
 template <class R>
 class task {
  public:

@@ -61,7 +61,9 @@ class task_group {
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
   // ~task_group() waits for every child (never detaches); it does not throw, and an
-  // exception that wait() did not deliver goes to executor_options::on_unhandled_exception.
+  // exception that wait() did not deliver goes to executor_options::on_unhandled_exception
+  // -- unless it is a child's deadline_exceeded (or cancelled) after the deadline the group
+  // itself is under passed: its creator, under the same deadline, knows already.
   // When it runs because an exception leaves the group's scope, it cancels the children
   // first (like asyncio.TaskGroup and Trio), so it never waits for work nobody wants.
   ~task_group();

@@ -3,6 +3,7 @@
 
 #include <weft/context.hpp>
 #include <weft/context_var.hpp>
+#include <weft/deadline.hpp>
 #include <weft/error.hpp>
 #include <weft/executor.hpp>
 #include <weft/fiber_local.hpp>
