@@ -121,6 +121,49 @@ void fiber_local_read_on_fiber(benchmark::State& state) {
 }
 BENCHMARK(fiber_local_read_on_fiber)->UseRealTime();
 
+// with_timeout(1s, f) around an empty f that does not expire, on a pool fiber. Arg 0: the
+// fiber is under no cancellation; arg 1: it is a task_group child (its scope has a parent,
+// so the deadline's scope is linked below it).
+void with_timeout_on_fiber(benchmark::State& state) {
+  weft::executor ex(1);
+  ex.run([&] {
+    auto loop = [&] {
+      int calls = 0;
+      for (auto _ : state) {
+        weft::with_timeout(std::chrono::seconds(1), [&calls] { ++calls; });
+      }
+      benchmark::DoNotOptimize(calls);
+    };
+    if (state.range(0) == 0) {
+      loop();
+    } else {
+      weft::task_group g;
+      g.spawn(loop);
+    }
+  });
+}
+BENCHMARK(with_timeout_on_fiber)->Arg(0)->Arg(1)->UseRealTime();
+
+// this_fiber::cancellation_requested() under a deadline: the check every cancellation point
+// makes (a clock read), next to the same check with no deadline in force.
+void cancellation_check_on_fiber(benchmark::State& state) {
+  weft::executor ex(1);
+  ex.run([&] {
+    auto loop = [&] {
+      for (auto _ : state) {
+        bool c = weft::this_fiber::cancellation_requested();
+        benchmark::DoNotOptimize(c);
+      }
+    };
+    if (state.range(0) == 0) {
+      loop();
+    } else {
+      weft::with_timeout(std::chrono::hours(1), loop);
+    }
+  });
+}
+BENCHMARK(cancellation_check_on_fiber)->Arg(0)->Arg(1)->UseRealTime();
+
 // set() in a context holding n bound variables; the token is dropped at once.
 void context_var_set(benchmark::State& state) {
   bound_context b(int(state.range(0)));

@@ -94,6 +94,18 @@ if len(per_fiber) > 1:
     rows.append(("skynet cost per fiber, 10k..1M fibers (max/min)",
                  ", ".join(f"{n // 1000}k: {ns:.0f} ns" for n, ns in per_fiber.items()), "",
                  f"{worst:.2f}x", "<= 1.5x", "yes" if worst <= 1.5 else "NO"))
+absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on_fiber/0/real_time"),
+             "ns", 150)
+dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
+if dl_plain and dl_with:
+    extra = med(dl_with) - med(dl_plain)
+    rows.append(("deadlines: 100k sleeping fibers, extra KiB/fiber for a deadline each",
+                 f"{med(dl_with):.4g} KiB ({spread(dl_with)})",
+                 f"{med(dl_plain):.4g} KiB without ({spread(dl_plain)})", f"+{extra:.3f} KiB",
+                 "<= +1 KiB", "yes" if extra <= 1 else "NO"))
+late = whole("deadline_lateness.txt", 3)
+if late:
+    absolute_row("deadlines: p99 lateness of the wake-ups, 10k timers, 2 threads", late, "ms", 2)
 mem = whole("memory.txt", 3)
 if mem:
     absolute_row("memory: 100k sleeping fibers, KiB/fiber beyond their stack pages", mem, "KiB",
@@ -118,9 +130,10 @@ for name in ("context_var_get/1", "context_var_get/32", "context_var_get/1000",
              "context_var_set/1000", "context_var_set_reset/16", "context_var_set_shared/16",
              "copy_context/1", "weft_spawn_get/16/real_time", "weft_run_from_thread/1/real_time",
              "weft_run_from_thread/2/real_time", "fiber_specific_ptr_read",
-             "thread_local_read"):
+             "thread_local_read", "with_timeout_on_fiber/1/real_time",
+             "cancellation_check_on_fiber/0/real_time", "cancellation_check_on_fiber/1/real_time"):
     if bench(name):
-        print(f"  {name:34s} {med(bench(name)):8.4g}")
+        print(f"  {name:40s} {med(bench(name)):8.4g}")
 sky1 = whole("skynet_weft_1t.txt", 3)
 boost1 = whole("skynet_boost_1t.txt", 3)
 if sky1:
@@ -133,6 +146,11 @@ if mem_total:
           f"{med(mem_total) * fibers / 1024:.0f} MiB, {med(mem_total):.3g} KiB per fiber, of which "
           f"{med(mem_stack):.3g} KiB stack pages (the fiber's record and Boost's context "
           f"included); {med(mem_after):.3g} MiB still resident once idle again")
+if late:
+    p50, worst = whole("deadline_lateness.txt", 2), whole("deadline_lateness.txt", 4)
+    early = whole("deadline_lateness.txt", 5)
+    print(f"  deadlines, 10k timers of 50..1050 ms: lateness p50 {med(p50):.3g} ms, max "
+          f"{med(worst):.3g} ms (median of runs); woken early: {int(sum(early))}")
 py = os.path.join(out, "python.json")
 if os.path.exists(py):
     p = json.load(open(py))

@@ -275,3 +275,99 @@ TEST_CASE("switching fibers does not grow memory (sanitizer fake stacks are per 
   INFO("resident after warm-up " << after_warmup << " MiB, at the end " << resident_mib());
   CHECK(resident_mib() < after_warmup + 64);
 }
+
+TEST_CASE("deadlines and group cancellations racing: every error names a cause that happened",
+          "[.stress]") {
+  // Rounds of groups, each under a random deadline or none, with random nested deadlines in
+  // the children, some groups cancelled at a random moment. Whatever each fiber sees must be
+  // possible: deadline_exceeded only past a deadline in force, cancelled only in a group that
+  // was cancelled or had a failing child, a normal return only once its own sleep was over.
+  using clock_type = std::chrono::steady_clock;
+  constexpr int kGroups = 40;
+  constexpr int kChildren = 50;
+  std::atomic<int> impossible{0}, deadlines{0}, cancels{0}, normal{0};
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  for (int round = 0; round < 5; ++round) {
+    ex.run([&, round] {
+      weft::task_group outer;
+      for (int gi = 0; gi < kGroups; ++gi) {
+        outer.spawn([&, gi] {
+          std::mt19937 rng(unsigned(round * 1000 + gi));
+          auto ms = [&](int lo, int hi) {
+            return std::chrono::milliseconds(std::uniform_int_distribution<int>(lo, hi)(rng));
+          };
+          const bool group_deadline = rng() % 2 == 0;
+          const auto group_tp = clock_type::now() + ms(0, 20);
+          std::atomic<bool> cancelled{false};  // g.cancel(), or a child failed (which cancels)
+          auto body = [&] {
+            weft::task_group g;
+            for (int c = 0; c < kChildren; ++c) {
+              const auto own = ms(0, 25);
+              const auto nap = ms(0, 30);
+              const bool nested = c % 3 == 0;
+              g.spawn([&, own, nap, nested] {
+                const auto start = clock_type::now();
+                const auto in_force = weft::this_fiber::deadline();
+                const auto own_tp = nested ? std::optional(start + own) : std::nullopt;
+                try {
+                  auto work = [&] {
+                    if (c % 2 == 0) {
+                      weft::this_fiber::sleep_for(nap);
+                    } else {
+                      weft::spawn([nap] { weft::this_fiber::sleep_for(nap); }).get();
+                    }
+                  };
+                  if (nested) {
+                    weft::with_deadline(*own_tp, work);
+                  } else {
+                    work();
+                  }
+                  ++normal;
+                  if (clock_type::now() < start + nap) ++impossible;
+                } catch (const weft::error& e) {
+                  const auto now = clock_type::now();
+                  if (e.code() == weft::errc::deadline_exceeded) {
+                    ++deadlines;
+                    const bool passed = (in_force && now >= *in_force) || (own_tp && now >= *own_tp);
+                    if (!passed) ++impossible;
+                  } else if (e.code() == weft::errc::cancelled) {
+                    ++cancels;
+                    if (!cancelled.load()) ++impossible;
+                  } else {
+                    ++impossible;
+                  }
+                  cancelled = true;  // before the group hears of it and cancels the others
+                  throw;
+                }
+              });
+            }
+            if (rng() % 3 == 0) {
+              weft::this_fiber::sleep_for(ms(0, 15));
+              cancelled = true;
+              g.cancel();
+            }
+            try {
+              g.wait();
+            } catch (const weft::error&) {
+            }
+          };
+          try {
+            if (group_deadline) {
+              weft::with_deadline(group_tp, body);
+            } else {
+              body();
+            }
+          } catch (const weft::error& e) {
+            if (e.code() != weft::errc::deadline_exceeded) ++impossible;
+          }
+        });
+      }
+    });
+  }
+  INFO("deadlines " << deadlines << ", cancels " << cancels << ", normal " << normal);
+  CHECK(impossible == 0);
+  CHECK(deadlines > 0);
+  CHECK(cancels > 0);
+  CHECK(normal > 0);
+}
