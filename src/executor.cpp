@@ -86,6 +86,7 @@ reporter* make_reporter(std::function<void(std::exception_ptr)> handler) {
 pool::pool(executor& ex, executor_options options)
     : unhandled(make_reporter(options.on_unhandled_exception)),
       stacks(options.stack_size, options.guard_pages ? options.guard_size : 0),
+      blocking(options.blocking_threads, options.name),
       owner_(&ex),
       options_(std::move(options)) {
   try {

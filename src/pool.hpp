@@ -13,6 +13,7 @@
 
 #include <weft/executor.hpp>
 
+#include "blocking_pool.hpp"
 #include "scheduler.hpp"
 #include "stack_pool.hpp"
 
@@ -75,6 +76,7 @@ class pool {
   executor* owner() const noexcept { return owner_.load(std::memory_order_acquire); }
   reporter* const unhandled;
   stack_pool stacks;
+  blocking_pool blocking;  // offload()ed calls; their callers keep the pool alive
 
  private:
   void worker_main(unsigned index);

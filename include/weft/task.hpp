@@ -11,6 +11,7 @@
 #include <utility>
 
 #include <weft/detail/job.hpp>
+#include <weft/detail/outcome.hpp>
 #include <weft/detail/spinlock.hpp>
 #include <weft/detail/time.hpp>
 
@@ -58,37 +59,11 @@ struct task_base : job {
 // task_result<R> adds the storage for an R.
 template <class R>
 struct task_result : task_base {
-  std::optional<R> value;
-  template <class F>
-  void produce(F&& f) {
-    value.emplace(static_cast<F&&>(f)());
-  }
+  outcome_value<R> result;
   R take() {
     rethrow_failure();
-    return std::move(*value);
+    return result.take();
   }
-};
-
-template <class R>
-struct task_result<R&> : task_base {
-  R* value = nullptr;
-  template <class F>
-  void produce(F&& f) {
-    value = &static_cast<F&&>(f)();
-  }
-  R& take() {
-    rethrow_failure();
-    return *value;
-  }
-};
-
-template <>
-struct task_result<void> : task_base {
-  template <class F>
-  void produce(F&& f) {
-    static_cast<F&&>(f)();
-  }
-  void take() { rethrow_failure(); }
 };
 
 // spawned is the job of executor::spawn: the callable, its arguments and the result.
@@ -99,7 +74,7 @@ struct spawned final : task_result<R> {
 
   void run(pool&) noexcept override {
     try {
-      this->produce([this]() -> R { return call.invoke(); });
+      this->result.produce([this]() -> R { return call.invoke(); });
     } catch (...) {
       this->failure = std::current_exception();
     }

@@ -7,6 +7,7 @@
 #include <weft/error.hpp>
 #include <weft/executor.hpp>
 #include <weft/fiber_local.hpp>
+#include <weft/offload.hpp>
 #include <weft/task.hpp>
 #include <weft/task_group.hpp>
 #include <weft/this_fiber.hpp>

@@ -1,0 +1,248 @@
+// Tests of offload() (API.md "Blocking calls").
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using test::code_of;
+using weft::errc;
+
+namespace {
+
+weft::context_var<std::string> who("who");
+
+// gate is a one-shot latch for plain threads (blocking threads block on it, on purpose).
+class gate {
+ public:
+  void open() {
+    std::lock_guard<std::mutex> g(m_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // wait() returns whether the gate opened within the (generous) limit.
+  bool wait(std::chrono::seconds limit = 30s) {
+    std::unique_lock<std::mutex> lk(m_);
+    return cv_.wait_for(lk, limit, [this] { return open_; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+struct custom_failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace
+
+TEST_CASE("offload runs f on another thread in a copy of the caller's context", "[offload]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  ex.run([] {
+    auto bound = who.set("caller");
+    const auto worker = std::this_thread::get_id();
+    std::thread::id ran_on;
+    const std::string seen = weft::offload([&] {
+      ran_on = std::this_thread::get_id();
+      (void)who.set("changed in f");  // stays in f's copy
+      return who.get();
+    });
+    CHECK(seen == "changed in f");
+    CHECK(ran_on != worker);
+    CHECK(who.get() == "caller");
+    CHECK(weft::offload([] { return who.get(); }) == "caller");
+  });
+}
+
+TEST_CASE("offload passes arguments in place and returns values, references and nothing",
+          "[offload]") {
+  weft::executor ex(2);
+  ex.run([] {
+    int counter = 0;
+    weft::offload([](int& c, int by) { c += by; }, counter, 5);
+    CHECK(counter == 5);
+    int& r = weft::offload([&counter]() -> int& { return counter; });
+    CHECK(&r == &counter);
+    auto p = weft::offload([](std::unique_ptr<int> q) { return q; }, std::make_unique<int>(9));
+    CHECK(*p == 9);
+    CHECK(weft::offload([](int a, int b) { return a * b; }, 6, 7) == 42);
+  });
+}
+
+TEST_CASE("offload rethrows f's exception as it was", "[offload]") {
+  weft::executor ex(2);
+  ex.run([] {
+    CHECK_THROWS_AS(weft::offload([] { throw custom_failure("from the blocking pool"); }),
+                    custom_failure);
+    CHECK(code_of([] { weft::offload([] { throw weft::error(errc::invalid_argument, "x"); }); }) ==
+          static_cast<int>(errc::invalid_argument));
+    CHECK(weft::offload([] { return 1; }) == 1);  // the pool is fine afterwards
+  });
+}
+
+TEST_CASE("only the calling fiber waits: its worker runs other fibers meanwhile", "[offload]") {
+  weft::executor ex(1);
+  ex.run([] {
+    gate other_ran;
+    // The blocked call waits for a fiber that can only run on the same (single) worker.
+    auto other = weft::spawn([&] { other_ran.open(); });
+    const bool saw_it = weft::offload([&] { return other_ran.wait(); });
+    CHECK(saw_it);
+    other.get();
+  });
+}
+
+TEST_CASE("the blocking pool is bounded by blocking_threads and starts threads on demand",
+          "[offload]") {
+  weft::executor_options o;
+  o.threads = 2;
+  o.blocking_threads = 2;
+  weft::executor ex(o);
+  std::atomic<int> inside{0}, most{0}, done{0};
+  ex.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 6; ++i) {
+      g.spawn([&] {
+        weft::offload([&] {
+          const int now = ++inside;
+          int seen = most.load();
+          while (now > seen && !most.compare_exchange_weak(seen, now)) {
+          }
+          std::this_thread::sleep_for(30ms);
+          --inside;
+        });
+        ++done;
+      });
+    }
+  });
+  CHECK(done == 6);
+  CHECK(most == 2);
+}
+
+TEST_CASE("from a plain thread offload runs f on the calling thread", "[offload]") {
+  const auto me = std::this_thread::get_id();
+  CHECK(weft::offload([] { return std::this_thread::get_id(); }) == me);
+  CHECK_THROWS_AS(weft::offload([] { throw custom_failure("inline"); }), custom_failure);
+}
+
+TEST_CASE("a call already running is never interrupted; the cancellation comes after it",
+          "[offload]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  std::atomic<int> result{0};
+  std::atomic<int> after{0};
+  gate running, cancelled;
+  weft::task_group g(ex);
+  g.spawn([&] {
+    result = weft::offload([&] {
+      running.open();
+      cancelled.wait();
+      return 5;
+    });
+    after = code_of([] { weft::this_fiber::throw_if_cancelled(); });
+  });
+  REQUIRE(running.wait());
+  g.cancel();
+  cancelled.open();
+  g.wait();
+  CHECK(result == 5);
+  CHECK(after == static_cast<int>(errc::cancelled));
+}
+
+TEST_CASE("a call still queued is withdrawn on cancellation or deadline and never runs",
+          "[offload]") {
+  weft::executor_options o;
+  o.threads = 2;
+  o.blocking_threads = 1;
+  weft::executor ex(o);
+  gate busy, release;
+  std::atomic<bool> second_ran{false};
+  // Occupy the only blocking thread.
+  auto blocker = ex.spawn([&] {
+    weft::offload([&] {
+      busy.open();
+      release.wait();
+    });
+  });
+  REQUIRE(busy.wait());
+
+  SECTION("cancelled") {
+    std::atomic<int> code{0};
+    weft::task_group g(ex);
+    g.spawn([&] {
+      code = code_of([&] { weft::offload([&] { second_ran = true; }); });
+    });
+    std::this_thread::sleep_for(20ms);  // (either way the call cannot have started)
+    g.cancel();
+    g.wait();
+    CHECK(code == static_cast<int>(errc::cancelled));
+  }
+  SECTION("out of time") {
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(ex.run([&] {
+      return code_of([&] { weft::with_timeout(20ms, [&] { weft::offload([&] { second_ran = true; }); }); });
+    }) == static_cast<int>(errc::deadline_exceeded));
+    CHECK(std::chrono::steady_clock::now() - start >= 20ms);
+  }
+  release.open();
+  blocker.get();
+  CHECK_FALSE(second_ran.load());
+  CHECK(ex.run([] { return weft::offload([] { return 3; }); }) == 3);  // the pool still works
+}
+
+TEST_CASE("join and ~executor wait for offloaded calls", "[offload]") {
+  std::atomic<int> finished{0};
+  {
+    weft::executor ex(2);
+    for (int i = 0; i < 8; ++i) {
+      ex.post([&] {
+        weft::offload([&] {
+          std::this_thread::sleep_for(20ms);
+          ++finished;
+        });
+      });
+    }
+    ex.join();
+    CHECK(finished == 8);
+  }
+  {
+    weft::executor ex(2);
+    for (int i = 0; i < 4; ++i) {
+      ex.post([&] {
+        weft::offload([&] {
+          std::this_thread::sleep_for(20ms);
+          ++finished;
+        });
+      });
+    }
+  }
+  CHECK(finished == 12);
+}
+
+TEST_CASE("inside f there is no current executor: offload nests inline, spawn refuses",
+          "[offload]") {
+  weft::executor ex(2);
+  ex.run([] {
+    const bool inline_nested = weft::offload([] {
+      const auto me = std::this_thread::get_id();
+      return weft::offload([] { return std::this_thread::get_id(); }) == me;
+    });
+    CHECK(inline_nested);
+    CHECK(weft::offload([] { return code_of([] { weft::spawn([] {}); }); }) ==
+          static_cast<int>(errc::not_in_executor));
+  });
+}
