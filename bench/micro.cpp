@@ -164,6 +164,18 @@ void cancellation_check_on_fiber(benchmark::State& state) {
 }
 BENCHMARK(cancellation_check_on_fiber)->Arg(0)->Arg(1)->UseRealTime();
 
+// offload() of an empty function from a pool fiber and back: the hand-off to a blocking
+// thread and the wake-up of the waiting fiber.
+void offload_round_trip(benchmark::State& state) {
+  weft::executor ex(1);
+  ex.run([&] {
+    for (auto _ : state) {
+      weft::offload([] {});
+    }
+  });
+}
+BENCHMARK(offload_round_trip)->UseRealTime();
+
 // set() in a context holding n bound variables; the token is dropped at once.
 void context_var_set(benchmark::State& state) {
   bound_context b(int(state.range(0)));

@@ -96,6 +96,8 @@ if len(per_fiber) > 1:
                  f"{worst:.2f}x", "<= 1.5x", "yes" if worst <= 1.5 else "NO"))
 absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on_fiber/0/real_time"),
              "ns", 150)
+absolute_row("offload() round trip, empty f, from a pool fiber", bench("offload_round_trip/real_time"),
+             "ns", 10000)
 dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
 if dl_plain and dl_with:
     extra = med(dl_with) - med(dl_plain)

@@ -5,6 +5,7 @@
 // thread is busy; a caller that is cancelled meanwhile takes its call back (withdraw()).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -38,6 +39,8 @@ class blocking_pool {
 
   // A thread with nothing to do for this long exits.
   static constexpr std::chrono::seconds idle_exit{10};
+  // A thread that ran out of work looks for more this long before it sleeps.
+  static constexpr std::chrono::microseconds spin_before_sleep{50};
 
  private:
   void thread_main(std::list<std::thread>::iterator self);
@@ -50,6 +53,7 @@ class blocking_pool {
   offload_base* head_ = nullptr;  // the queue, oldest first
   offload_base* tail_ = nullptr;
   std::size_t queued_ = 0;
+  std::atomic<std::size_t> queued_hint_{0};  // queued_, for the spinning threads
   unsigned threads_ = 0;  // alive, including those about to exit
   unsigned idle_ = 0;     // waiting for work
   bool stopping_ = false;

@@ -306,7 +306,7 @@ TEST_CASE("deadlines and group cancellations racing: every error names a cause t
               const auto own = ms(0, 25);
               const auto nap = ms(0, 30);
               const bool nested = c % 3 == 0;
-              g.spawn([&, own, nap, nested] {
+              g.spawn([&, c, own, nap, nested] {
                 const auto start = clock_type::now();
                 const auto in_force = weft::this_fiber::deadline();
                 const auto own_tp = nested ? std::optional(start + own) : std::nullopt;
