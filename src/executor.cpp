@@ -37,6 +37,10 @@ void reporter::report(std::exception_ptr e) noexcept {
   }
 }
 
+pool* pool_of(executor& ex) noexcept {
+  return ex.pool_.get();
+}
+
 void report_unhandled(pool& owner, std::exception_ptr e) noexcept {
   owner.unhandled->report(e);
 }

@@ -30,6 +30,12 @@ struct reporter {
   }
 };
 
+// pool_service is something an executor starts on demand and stops with its pool, after
+// the last fiber: its I/O thread and io_context (weft/asio.hpp).
+struct pool_service {
+  virtual ~pool_service() = default;
+};
+
 class pool {
  public:
   pool(executor& owner, executor_options options);
@@ -72,6 +78,15 @@ class pool {
   const std::string& name() const noexcept { return options_.name; }
   worker_slot& worker(unsigned i) noexcept { return *workers_[i]; }
 
+  // service() is the service in `slot`, made by make() on first use.
+  enum service_slot : unsigned { io_slot, service_slots };
+  template <class Make>
+  pool_service* service(service_slot slot, Make make) {
+    std::lock_guard<std::mutex> g(services_mutex_);
+    if (!services_[slot]) services_[slot].reset(make());
+    return services_[slot].get();
+  }
+
   // owner() is the executor whose pool this is (its stand-in once orphaned).
   executor* owner() const noexcept { return owner_.load(std::memory_order_acquire); }
   reporter* const unhandled;
@@ -106,7 +121,10 @@ class pool {
   waiter* idle_waiters_ = nullptr;
   std::atomic<bool> stopping_{false};  // one join() stops the workers
   bool joined_ = false;
+  std::mutex services_mutex_;
+  std::unique_ptr<pool_service> services_[service_slots];
 };
+
 
 // tl_pool is the pool whose worker the calling thread is, or nullptr.
 extern constinit thread_local pool* tl_pool WEFT_TLS_MODEL;

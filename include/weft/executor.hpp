@@ -54,11 +54,16 @@ struct executor_options {
   static constexpr std::size_t max_stack_size = std::size_t{1} << 30;
 };
 
+class executor;
+
 namespace detail {
 
 // spawn_result_t is what f(a...) returns when a fiber calls it with decayed copies.
 template <class F, class... A>
 using spawn_result_t = std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>;
+
+// pool_of() is ex's pool (for weft's own extensions, such as weft/asio.hpp).
+pool* pool_of(executor& ex) noexcept;
 
 // report_unhandled() hands e to the pool's on_unhandled_exception.
 void report_unhandled(pool& owner, std::exception_ptr e) noexcept;
@@ -156,6 +161,7 @@ class executor {
 
  private:
   friend class task_group;
+  friend detail::pool* detail::pool_of(executor& ex) noexcept;
 
   // executor(pool) is the stand-in that takes over an orphaned pool (see ~executor).
   explicit executor(detail::pool* adopted) noexcept;

@@ -1,0 +1,110 @@
+// asio.cpp: waiting on Asio operations, and the io_context each executor runs.
+#include <weft/asio.hpp>
+
+#include <mutex>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include "cancel_scope.hpp"
+#include "pool.hpp"
+#include "waiting.hpp"
+
+namespace weft {
+namespace detail {
+
+void io_wait::finish(bool ran) noexcept {
+  std::lock_guard<spinlock> g(lock);
+  done = true;
+  abandoned = !ran;
+  wake_all(waiters);
+}
+
+namespace {
+
+// cancel_request asks an operation to cancel, on the operation's own executor: Asio's
+// cancellation signals are not thread-safe. Destroyed without running (its io_context went
+// away), it still lets the caller go.
+class cancel_request {
+ public:
+  explicit cancel_request(io_wait* w) noexcept : w_(w) {}
+  cancel_request(cancel_request&& o) noexcept : w_(std::exchange(o.w_, nullptr)) {}
+  cancel_request& operator=(cancel_request&&) = delete;
+  ~cancel_request() { release(); }
+  void operator()() {
+    w_->signal.emit(boost::asio::cancellation_type::terminal);
+    release();
+  }
+
+ private:
+  void release() noexcept {
+    if (io_wait* w = std::exchange(w_, nullptr)) {
+      std::lock_guard<spinlock> g(w->lock);
+      w->cancel_pending = false;
+      wake_all(w->waiters);
+    }
+  }
+  io_wait* w_;
+};
+
+}  // namespace
+
+void wait_io(io_wait& w) {
+  try {
+    block(w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);
+  } catch (const error&) {
+    // Cancelled or out of time while the operation is pending: ask it to stop, then wait for
+    // it (and for the request) to be over before this frame -- which holds both -- goes.
+    {
+      std::lock_guard<spinlock> g(w.lock);
+      w.cancel_pending = !w.done;
+    }
+    if (w.cancel_pending) {
+      try {
+        boost::asio::post(w.io_executor, cancel_request(&w));
+      } catch (...) {
+        // Posting failed (out of memory): the operation finishes on its own.
+        std::lock_guard<spinlock> g(w.lock);
+        w.cancel_pending = false;
+      }
+    }
+    block(w.lock, w.waiters, [&w] { return w.done && !w.cancel_pending; }, nullptr, false);
+    throw;
+  }
+  if (w.abandoned) {
+    throw boost::system::system_error(boost::asio::error::operation_aborted,
+                                      "weft: the operation's io_context was destroyed");
+  }
+}
+
+// io_runner is an executor's io_context and the I/O thread that runs it.
+class io_runner final : public pool_service {
+ public:
+  explicit io_runner(const std::string& name) : work_(io_.get_executor()) {
+    thread_ = std::thread([this] { io_.run(); });
+    (void)name;
+  }
+  ~io_runner() override {
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  boost::asio::io_context& io() noexcept { return io_; }
+
+ private:
+  boost::asio::io_context io_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+}  // namespace detail
+
+boost::asio::io_context& io_context(executor& ex) {
+  detail::pool& p = *detail::pool_of(ex);
+  detail::pool_service* s =
+      p.service(detail::pool::io_slot, [&p] { return new detail::io_runner(p.name()); });
+  return static_cast<detail::io_runner*>(s)->io();
+}
+
+}  // namespace weft

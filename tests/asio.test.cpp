@@ -1,0 +1,266 @@
+// Tests of weft/asio.hpp (API.md "Asynchronous I/O"): use_fiber and io_context(ex).
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+
+#include <weft/asio.hpp>
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using boost::asio::ip::tcp;
+using test::code_of;
+using weft::errc;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+weft::context_var<int> conn_id("conn_id");
+
+tcp::acceptor listen_on_loopback(boost::asio::io_context& io) {
+  tcp::acceptor a(io, tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
+  a.listen(1024);
+  return a;
+}
+
+// echo() serves one connection until the peer closes it.
+void echo(tcp::socket s) {
+  std::array<char, 256> buf;
+  for (;;) {
+    boost::system::error_code ec;
+    const std::size_t n =
+        s.async_read_some(boost::asio::buffer(buf), boost::asio::redirect_error(weft::use_fiber, ec));
+    if (ec == boost::asio::error::eof) return;
+    if (ec) throw boost::system::system_error(ec);
+    boost::asio::async_write(s, boost::asio::buffer(buf.data(), n), weft::use_fiber);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a timer wait suspends the fiber, not the worker; the context stays", "[asio]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  ex.run([&ex] {
+    auto bound = conn_id.set(7);
+    std::atomic<int> others{0};
+    weft::task_group g;
+    for (int i = 0; i < 10; ++i) g.spawn([&] { ++others; });  // may run on this worker meanwhile
+    boost::asio::steady_timer t(weft::io_context(ex), 20ms);
+    const auto start = clock_type::now();
+    t.async_wait(weft::use_fiber);
+    CHECK(clock_type::now() - start >= 20ms);
+    CHECK(conn_id.get() == 7);
+    g.wait();
+    CHECK(others == 10);
+  });
+}
+
+TEST_CASE("echo over loopback with hundreds of connections; context after every operation",
+          "[asio]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  constexpr int kClients = 200;
+  constexpr int kMessages = 10;
+  weft::executor ex(threads);
+  std::atomic<int> bad_context{0}, bad_data{0}, served{0};
+  ex.run([&] {
+    auto& io = weft::io_context(ex);
+    tcp::acceptor acceptor = listen_on_loopback(io);
+    const tcp::endpoint at = acceptor.local_endpoint();
+    weft::task_group servers;
+    servers.spawn([&] {
+      for (int i = 0; i < kClients; ++i) {
+        tcp::socket s = acceptor.async_accept(weft::use_fiber);
+        servers.spawn([&](tcp::socket c) {
+          echo(std::move(c));
+          ++served;
+        }, std::move(s));
+      }
+    });
+    weft::task_group clients;
+    for (int c = 0; c < kClients; ++c) {
+      auto bound = conn_id.set(c);
+      clients.spawn([&, c] {
+        tcp::socket s(io);
+        s.async_connect(at, weft::use_fiber);
+        if (conn_id.get() != c) ++bad_context;
+        for (int m = 0; m < kMessages; ++m) {
+          std::string msg(64, char('a' + (c + m) % 26));
+          boost::asio::async_write(s, boost::asio::buffer(msg), weft::use_fiber);
+          if (conn_id.get() != c) ++bad_context;
+          if (m % 3 == 0) weft::this_fiber::yield();  // move around between workers
+          std::string back(64, '\0');
+          const std::size_t n = boost::asio::async_read(s, boost::asio::buffer(back), weft::use_fiber);
+          if (conn_id.get() != c) ++bad_context;
+          if (n != 64 || back != msg) ++bad_data;
+        }
+        s.shutdown(tcp::socket::shutdown_send);
+      });
+    }
+    clients.wait();
+    servers.wait();
+  });
+  CHECK(bad_context == 0);
+  CHECK(bad_data == 0);
+  CHECK(served == kClients);
+}
+
+TEST_CASE("errors: system_error, or into ec with redirect_error", "[asio]") {
+  weft::executor ex(2);
+  ex.run([&ex] {
+    auto& io = weft::io_context(ex);
+    tcp::endpoint closed;
+    {
+      tcp::acceptor a = listen_on_loopback(io);
+      closed = a.local_endpoint();
+    }  // nobody listens there any more
+    tcp::socket s(io);
+    CHECK_THROWS_AS(s.async_connect(closed, weft::use_fiber), boost::system::system_error);
+    tcp::socket s2(io);
+    boost::system::error_code ec;
+    s2.async_connect(closed, boost::asio::redirect_error(weft::use_fiber, ec));
+    CHECK(ec == boost::asio::error::connection_refused);
+    // And a success clears it.
+    boost::asio::steady_timer t(io, 1ms);
+    t.async_wait(boost::asio::redirect_error(weft::use_fiber, ec));
+    CHECK_FALSE(ec);
+  });
+}
+
+TEST_CASE("a pending read is a cancellation point; the socket stays usable", "[asio]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  ex.run([&ex] {
+    auto& io = weft::io_context(ex);
+    tcp::acceptor acceptor = listen_on_loopback(io);
+    tcp::socket client(io);
+    client.async_connect(acceptor.local_endpoint(), weft::use_fiber);
+    tcp::socket server = acceptor.async_accept(weft::use_fiber);
+    std::array<char, 4> buf{};
+    std::atomic<int> code{0};
+    std::atomic<bool> reading{false};
+    weft::task_group g;
+    g.spawn([&] {
+      reading = true;
+      code = code_of([&] { boost::asio::async_read(server, boost::asio::buffer(buf), weft::use_fiber); });
+    });
+    while (!reading) weft::this_fiber::yield();
+    weft::this_fiber::sleep_for(10ms);  // (cancelled before or during the read: same outcome)
+    g.cancel();
+    g.wait();
+    CHECK(code == static_cast<int>(errc::cancelled));
+    // Still usable.
+    boost::asio::async_write(client, boost::asio::buffer("pong", 4), weft::use_fiber);
+    CHECK(boost::asio::async_read(server, boost::asio::buffer(buf), weft::use_fiber) == 4);
+    CHECK(std::string(buf.data(), 4) == "pong");
+  });
+}
+
+TEST_CASE("deadlines cancel accepts, reads and timers", "[asio]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  ex.run([&ex] {
+    auto& io = weft::io_context(ex);
+    tcp::acceptor acceptor = listen_on_loopback(io);
+    const auto start = clock_type::now();
+    CHECK(code_of([&] { weft::with_timeout(20ms, [&] { (void)acceptor.async_accept(weft::use_fiber); }); }) ==
+          static_cast<int>(errc::deadline_exceeded));
+    const auto elapsed = clock_type::now() - start;
+    CHECK(elapsed >= 20ms);
+    CHECK(elapsed < 10s);
+    boost::asio::steady_timer t(io, 60s);
+    CHECK(code_of([&] { weft::with_timeout(5ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
+          static_cast<int>(errc::deadline_exceeded));
+    // A deadline already past: the operation starts, is cancelled at once.
+    tcp::socket client(io);
+    client.async_connect(acceptor.local_endpoint(), weft::use_fiber);
+    tcp::socket server = acceptor.async_accept(weft::use_fiber);
+    std::array<char, 8> buf{};
+    CHECK(code_of([&] {
+            weft::with_deadline(clock_type::now() - 1s,
+                                [&] { (void)server.async_read_some(boost::asio::buffer(buf), weft::use_fiber); });
+          }) == static_cast<int>(errc::deadline_exceeded));
+  });
+}
+
+TEST_CASE("on a plain thread use_fiber blocks the thread", "[asio]") {
+  weft::executor ex(1);
+  boost::asio::steady_timer t(weft::io_context(ex), 10ms);
+  const auto start = clock_type::now();
+  t.async_wait(weft::use_fiber);
+  CHECK(clock_type::now() - start >= 10ms);
+  // And honours a deadline there too.
+  t.expires_after(60s);
+  CHECK(code_of([&] { weft::with_timeout(5ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
+        static_cast<int>(errc::deadline_exceeded));
+}
+
+TEST_CASE("one worker: a fiber spinning on yield does not starve a timer wait", "[asio]") {
+  weft::executor ex(1);
+  ex.run([&ex] {
+    std::atomic<bool> done{false};
+    auto spinner = weft::spawn([&] {
+      while (!done) weft::this_fiber::yield();
+    });
+    boost::asio::steady_timer t(weft::io_context(ex), 5ms);
+    t.async_wait(weft::use_fiber);
+    done = true;
+    spinner.get();
+  });
+}
+
+TEST_CASE("use_fiber works with an io_context someone else runs", "[asio]") {
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread runner([&] { io.run(); });
+  {
+    weft::executor ex(2);
+    ex.run([&] {
+      boost::asio::steady_timer t(io, 5ms);
+      t.async_wait(weft::use_fiber);
+      boost::asio::post(io, [] {});
+      const int v = boost::asio::post(io, boost::asio::use_future).valid() ? 1 : 0;
+      CHECK(v == 1);
+    });
+  }
+  work.reset();
+  runner.join();
+}
+
+TEST_CASE("shutdown with open connections and pending reads: cancel, then nothing hangs",
+          "[asio]") {
+  std::atomic<int> cancelled{0};
+  {
+    weft::executor ex(2);
+    ex.run([&] {
+      auto& io = weft::io_context(ex);
+      tcp::acceptor acceptor = listen_on_loopback(io);
+      std::vector<tcp::socket> clients;
+      weft::task_group g;
+      for (int i = 0; i < 20; ++i) {
+        clients.emplace_back(io);
+        clients.back().async_connect(acceptor.local_endpoint(), weft::use_fiber);
+        g.spawn([&](tcp::socket s) {
+          std::array<char, 16> buf;
+          try {
+            (void)s.async_read_some(boost::asio::buffer(buf), weft::use_fiber);
+          } catch (const weft::error& e) {
+            if (e.code() == errc::cancelled) ++cancelled;
+            throw;
+          }
+        }, acceptor.async_accept(weft::use_fiber));
+      }
+      weft::this_fiber::sleep_for(10ms);
+      g.cancel();
+    });
+  }  // the executor, its io_context and its I/O thread go
+  CHECK(cancelled == 20);
+}
