@@ -11,9 +11,13 @@ out, runs = sys.argv[1], int(sys.argv[2])
 
 
 def micro():
-    data = json.load(open(os.path.join(out, "micro.json")))
+    benchmarks = []
+    for name in ("micro.json", "io.json"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            benchmarks += json.load(open(path))["benchmarks"]
     runs_by_name = {}
-    for b in data["benchmarks"]:
+    for b in benchmarks:
         if b.get("run_type") == "aggregate":
             continue
         name = b["run_name"] if "run_name" in b else b["name"]
@@ -98,6 +102,13 @@ absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on
              "ns", 150)
 absolute_row("offload() round trip, empty f, from a pool fiber", bench("offload_round_trip/real_time"),
              "ns", 10000)
+fiber_wait, raw_wait = bench("use_fiber_timer_wait/real_time"), bench("asio_callback_timer_wait")
+if fiber_wait and raw_wait:
+    gap = (med(fiber_wait) - med(raw_wait)) / 1000
+    rows.append(("use_fiber timer wait (pool fiber) vs raw Asio callback, expired timer",
+                 f"{med(fiber_wait) / 1000:.3g} us ({spread(fiber_wait)} ns)",
+                 f"{med(raw_wait) / 1000:.3g} us raw Asio ({spread(raw_wait)} ns)",
+                 f"+{gap:.2f} us", "<= +2 us", "yes" if gap <= 2 else "NO"))
 dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
 if dl_plain and dl_with:
     extra = med(dl_with) - med(dl_plain)
