@@ -66,7 +66,16 @@ int main(int argc, char** argv) {
     heap_per_fiber = double(heap_bytes() - heap_before) / 1024.0 / double(fibers);
     group.cancel();
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // workers idle: stacks trimmed
+  // Idle workers give the stacks' pages back a batch at a time; where each madvise is slow
+  // (a virtual machine's TLB shootdowns) that takes seconds for 100k stacks. Wait until the
+  // resident set stops shrinking (at most 30 s).
+  long last = resident_kib();
+  for (int i = 0; i < 150; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const long now = resident_kib();
+    if (now >= last && i >= 5) break;
+    last = now;
+  }
   const double after_mib = double(resident_kib() - before) / 1024.0;
   std::printf("memory %ld %.2f %.2f %.2f %.1f\n", fibers, per_fiber, heap_per_fiber,
               per_fiber - heap_per_fiber, after_mib);

@@ -102,7 +102,7 @@ absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on
              "ns", 150)
 absolute_row("offload() round trip, empty f, from a pool fiber", bench("offload_round_trip/real_time"),
              "ns", 10000)
-fiber_wait, raw_wait = bench("use_fiber_timer_wait/real_time"), bench("asio_callback_timer_wait")
+fiber_wait, raw_wait = bench("use_fiber_timer_wait/real_time"), bench("asio_callback_timer_wait/real_time")
 if fiber_wait and raw_wait:
     gap = (med(fiber_wait) - med(raw_wait)) / 1000
     rows.append(("use_fiber timer wait (pool fiber) vs raw Asio callback, expired timer",

@@ -1,0 +1,216 @@
+// echo: a TCP echo server over loopback, written three ways, under one load generator.
+//
+// usage: echo <weft|coro|threads> [connections=100] [seconds=3] [threads=2] [bytes=64]
+//   weft     one fiber per connection on a weft::executor, I/O with weft::use_fiber
+//   coro     Asio C++20 coroutines (co_spawn/awaitable), the io_context run by `threads` threads
+//   threads  one blocking thread per connection
+// The server runs in this process; the load generator runs in a forked child: one thread,
+// Asio callbacks, `connections` connections each sending a message and waiting for its echo,
+// back to back, for `seconds`. prints: echo <kind> <threads> <connections> <requests/s>
+// <p50 us> <p99 us>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <weft/asio.hpp>
+#include <weft/weft.hpp>
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+std::size_t message_bytes = 64;
+
+// ---- the load generator ---------------------------------------------------------------
+
+struct client_conn {
+  tcp::socket socket;
+  std::vector<char> out, in;
+  clock_type::time_point sent;
+  explicit client_conn(asio::io_context& io)
+      : socket(io), out(message_bytes, 'x'), in(message_bytes) {}
+};
+
+// run_client() drives the server at `port` and writes requests/s, p50, p99 to `fd`.
+void run_client(unsigned short port, int connections, double seconds, int fd) {
+  asio::io_context io(1);
+  const tcp::endpoint at(asio::ip::address_v4::loopback(), port);
+  std::vector<std::unique_ptr<client_conn>> conns;
+  std::vector<float> latencies_us;
+  latencies_us.reserve(4 << 20);
+  const auto start = clock_type::now();
+  const auto stop_at = start + std::chrono::duration_cast<clock_type::duration>(
+                                   std::chrono::duration<double>(seconds));
+  long done = 0;
+  std::function<void(client_conn&)> round = [&](client_conn& c) {
+    c.sent = clock_type::now();
+    asio::async_write(c.socket, asio::buffer(c.out), [&](boost::system::error_code ec, std::size_t) {
+      if (ec) return;
+      asio::async_read(c.socket, asio::buffer(c.in), [&](boost::system::error_code ec2, std::size_t) {
+        if (ec2) return;
+        const auto now = clock_type::now();
+        latencies_us.push_back(std::chrono::duration<float, std::micro>(now - c.sent).count());
+        ++done;
+        if (now < stop_at) {
+          round(c);
+        } else {
+          c.socket.close();
+        }
+      });
+    });
+  };
+  for (int i = 0; i < connections; ++i) {
+    conns.push_back(std::make_unique<client_conn>(io));
+    conns.back()->socket.connect(at);
+    conns.back()->socket.set_option(tcp::no_delay(true));
+  }
+  for (auto& c : conns) round(*c);
+  io.run();
+  const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at_q = [&](double q) {
+    return latencies_us.empty() ? 0.0 : double(latencies_us[std::size_t(q * double(latencies_us.size() - 1))]);
+  };
+  double result[3] = {double(done) / elapsed, at_q(0.5), at_q(0.99)};
+  if (write(fd, result, sizeof result) != sizeof result) std::_Exit(1);
+}
+
+// ---- the three servers ----------------------------------------------------------------
+
+// Each server accepts `connections` connections and serves each until its peer closes.
+
+void weft_server(tcp::acceptor& listener, int connections, unsigned threads) {
+  weft::executor ex(threads);
+  ex.run([&] {
+    tcp::acceptor acceptor(weft::io_context(ex), tcp::v4(), listener.release());
+    weft::task_group conns;
+    for (int i = 0; i < connections; ++i) {
+      conns.spawn([](tcp::socket s) {
+        s.set_option(tcp::no_delay(true));
+        std::vector<char> buf(message_bytes);
+        boost::system::error_code ec;
+        for (;;) {
+          asio::async_read(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
+          if (ec) return;
+          asio::async_write(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
+          if (ec) return;
+        }
+      }, acceptor.async_accept(weft::use_fiber));
+    }
+  });
+}
+
+asio::awaitable<void> coro_session(tcp::socket s) {
+  s.set_option(tcp::no_delay(true));
+  std::vector<char> buf(message_bytes);
+  for (;;) {
+    auto [ec, n] = co_await asio::async_read(s, asio::buffer(buf),
+                                             asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    auto [ec2, m] = co_await asio::async_write(s, asio::buffer(buf, n),
+                                               asio::as_tuple(asio::use_awaitable));
+    if (ec2) co_return;
+    (void)m;
+  }
+}
+
+asio::awaitable<void> coro_accept(tcp::acceptor& acceptor, int connections) {
+  for (int i = 0; i < connections; ++i) {
+    tcp::socket s = co_await acceptor.async_accept(asio::use_awaitable);
+    asio::co_spawn(acceptor.get_executor(), coro_session(std::move(s)), asio::detached);
+  }
+}
+
+void coro_server(tcp::acceptor& listener, int connections, unsigned threads) {
+  asio::io_context io{int(threads)};
+  tcp::acceptor acceptor(io, tcp::v4(), listener.release());
+  asio::co_spawn(io, coro_accept(acceptor, connections), asio::detached);
+  std::vector<std::thread> runners;
+  for (unsigned i = 1; i < threads; ++i) runners.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : runners) t.join();
+}
+
+void threads_server(tcp::acceptor& listener, int connections) {
+  std::vector<std::thread> conns;
+  for (int i = 0; i < connections; ++i) {
+    tcp::socket s = listener.accept();
+    conns.emplace_back([](tcp::socket c) {
+      c.set_option(tcp::no_delay(true));
+      std::vector<char> buf(message_bytes);
+      boost::system::error_code ec;
+      for (;;) {
+        asio::read(c, asio::buffer(buf), ec);
+        if (ec) return;
+        asio::write(c, asio::buffer(buf), ec);
+        if (ec) return;
+      }
+    }, std::move(s));
+  }
+  for (auto& t : conns) t.join();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string kind = argc > 1 ? argv[1] : "weft";
+  const int connections = argc > 2 ? std::atoi(argv[2]) : 100;
+  const double seconds = argc > 3 ? std::atof(argv[3]) : 3.0;
+  const unsigned threads = argc > 4 ? unsigned(std::atoi(argv[4])) : 2;
+  if (argc > 5) message_bytes = std::size_t(std::atol(argv[5]));
+  if (kind != "weft" && kind != "coro" && kind != "threads") {
+    std::fprintf(stderr, "usage: echo <weft|coro|threads> [connections] [seconds] [threads] [bytes]\n");
+    return 2;
+  }
+  asio::io_context setup;
+  tcp::acceptor listener(setup, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  listener.listen(1024);
+  const unsigned short port = listener.local_endpoint().port();
+  int fds[2];
+  if (pipe(fds) != 0) return 1;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    listener.close();
+    run_client(port, connections, seconds, fds[1]);
+    std::_Exit(0);
+  }
+  close(fds[1]);
+  if (kind == "weft") {
+    weft_server(listener, connections, threads);
+  } else if (kind == "coro") {
+    coro_server(listener, connections, threads);
+  } else {
+    threads_server(listener, connections);
+  }
+  double result[3] = {0, 0, 0};
+  const bool got = read(fds[0], result, sizeof result) == sizeof result;
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!got) {
+    std::fprintf(stderr, "echo: the load generator failed\n");
+    return 1;
+  }
+  std::printf("echo %s %u %d %.0f %.1f %.1f\n", kind.c_str(), threads, connections, result[0],
+              result[1], result[2]);
+  return 0;
+}

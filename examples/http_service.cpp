@@ -1,0 +1,328 @@
+// http_service: an HTTP/1.1 service on Boost.Beast, one weft fiber per connection.
+//
+// Each handler is plain sequential code: it reads a request, works, writes a response --
+// waiting on sockets with weft::use_fiber, on a slow blocking library with weft::offload, on
+// sub-tasks with a task_group -- and never passes the request id around: it is a context_var,
+// set from the X-Request-Id header (or generated), read by every log line (a spdlog flag)
+// and every downstream call.
+//
+//   GET /hello          a greeting
+//   GET /slow?ms=N      calls a blocking dependency (N ms, default 50) through offload()
+//   GET /fanout?n=N     N downstream calls at once in a task_group, their answers joined
+//
+// Every request runs under a deadline (--deadline-ms, default 2000): past it the handler
+// stops at its next wait and the client gets 504.
+// SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close idle connections,
+// exit 0.
+//
+// Run: ./build/examples/http_service --port 8080 --threads 2
+//      curl -H 'X-Request-Id: abc' localhost:8080/fanout?n=3
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <weft/asio.hpp>
+#include <weft/weft.hpp>
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+weft::context_var<std::string> request_id("request_id", "-");
+
+// request_id_flag prints the calling fiber's request id where the log pattern says %*.
+class request_id_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg&, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string& id = request_id.get();
+    dest.append(id.data(), id.data() + id.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<request_id_flag>();
+  }
+};
+
+struct options {
+  unsigned short port = 8080;
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  long deadline_ms = 2000;
+};
+
+void usage(std::FILE* to) {
+  std::fprintf(to,
+               "usage: http_service [--port N] [--threads N] [--deadline-ms N]\n"
+               "  --port N         TCP port on 127.0.0.1 (default 8080; 0 picks a free one)\n"
+               "  --threads N      worker threads (default: the number of cores)\n"
+               "  --deadline-ms N  each request's deadline (default 2000)\n"
+               "Prints 'listening on port N' once it accepts connections.\n");
+}
+
+long parse_number(const char* flag, const char* text, long min, long max) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = text ? std::strtol(text, &end, 10) : 0;
+  if (text == nullptr || *text == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
+    std::fprintf(stderr, "http_service: %s needs a whole number from %ld to %ld, got '%s'\n", flag,
+                 min, max, text ? text : "");
+    std::exit(2);
+  }
+  return v;
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      std::exit(0);
+    } else if (a == "--port") {
+      o.port = static_cast<unsigned short>(parse_number("--port", value, 0, 65535));
+      ++i;
+    } else if (a == "--threads") {
+      o.threads = unsigned(parse_number("--threads", value, 1, 1024));
+      ++i;
+    } else if (a == "--deadline-ms") {
+      o.deadline_ms = parse_number("--deadline-ms", value, 1, 86400000);
+      ++i;
+    } else {
+      std::fprintf(stderr, "http_service: unknown option '%s'\n", a.c_str());
+      usage(stderr);
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// query_number() reads ?name=N from a target, or fallback.
+long query_number(std::string_view target, std::string_view name, long fallback, long max) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return fallback;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    if (pair.substr(0, name.size()) == name && pair.size() > name.size() &&
+        pair[name.size()] == '=') {
+      const std::string v(pair.substr(name.size() + 1));
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (end != v.c_str() && *end == '\0' && n >= 0) return std::min(n, max);
+      return fallback;
+    }
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return fallback;
+}
+
+std::string next_request_id() {
+  static std::atomic<unsigned long> counter{0};
+  static const unsigned long start = static_cast<unsigned long>(::getpid()) << 20;
+  return "gen-" + std::to_string(start + ++counter);
+}
+
+// ---- what the handlers call ------------------------------------------------------------
+
+// blocking_dependency() stands for a library call that blocks its thread (a legacy client, a
+// file read); it logs with the caller's request id, on a blocking-pool thread.
+std::string blocking_dependency(long ms) {
+  spdlog::info("blocking dependency: working {} ms", ms);
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return "done after " + std::to_string(ms) + " ms for " + request_id.get();
+}
+
+// downstream_call() stands for a call to another service: it carries the request id (as a
+// real client would in a header) and waits without holding a worker.
+std::string downstream_call(int part) {
+  weft::this_fiber::sleep_for(std::chrono::milliseconds(5 + part % 5));
+  spdlog::info("downstream part {} answered", part);
+  return "part " + std::to_string(part) + " of " + request_id.get();
+}
+
+// ---- the service -------------------------------------------------------------------------
+
+struct connection_registry;
+
+// A connection is served by one fiber; the registry lets shutdown close the idle ones.
+struct connection {
+  explicit connection(tcp::socket s) : socket(std::move(s)) {}
+  tcp::socket socket;
+  bool idle = true;  // waiting for the next request (guarded by the registry's mutex)
+};
+
+struct connection_registry {
+  std::mutex mutex;
+  std::set<connection*> open;
+  bool stopping = false;
+
+  // close_idle() ends the reading side of idle connections: a pending read of the next
+  // request -- or one about to start -- sees end of file. Busy ones finish their request, see
+  // `stopping` and close. (A registered connection's descriptor is open: it unregisters
+  // before its socket closes.)
+  void close_idle() {
+    std::lock_guard<std::mutex> g(mutex);
+    stopping = true;
+    for (connection* c : open) {
+      if (c->idle) ::shutdown(c->socket.native_handle(), SHUT_RD);
+    }
+  }
+};
+
+http::response<http::string_body> handle(const http::request<http::string_body>& req,
+                                         long deadline_ms) {
+  http::response<http::string_body> res{http::status::ok, req.version()};
+  res.set(http::field::content_type, "text/plain");
+  res.set("X-Request-Id", request_id.get());
+  const std::string_view target = req.target();
+  try {
+    weft::with_timeout(std::chrono::milliseconds(deadline_ms), [&] {
+      if (target == "/hello") {
+        res.body() = "hello, " + request_id.get() + "\n";
+      } else if (target.substr(0, 5) == "/slow") {
+        res.body() = weft::offload(blocking_dependency, query_number(target, "ms", 50, 10000)) + "\n";
+        weft::this_fiber::throw_if_cancelled();  // the deadline passed while it ran
+      } else if (target.substr(0, 7) == "/fanout") {
+        const long n = query_number(target, "n", 4, 64);
+        std::vector<std::string> parts(static_cast<std::size_t>(n));
+        weft::task_group calls;
+        for (long i = 0; i < n; ++i) {
+          calls.spawn([&parts, i] { parts[std::size_t(i)] = downstream_call(int(i)); });
+        }
+        calls.wait();
+        for (const auto& p : parts) res.body() += p + "\n";
+      } else {
+        res.result(http::status::not_found);
+        res.body() = "not found\n";
+      }
+    });
+  } catch (const weft::error& e) {
+    if (e.code() != weft::errc::deadline_exceeded) throw;
+    spdlog::warn("deadline of {} ms exceeded", deadline_ms);
+    res.result(http::status::gateway_timeout);
+    res.body() = "deadline exceeded\n";
+  }
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  return res;
+}
+
+void serve(tcp::socket socket, connection_registry& registry, long deadline_ms) {
+  connection conn(std::move(socket));
+  {
+    std::lock_guard<std::mutex> g(registry.mutex);
+    if (registry.stopping) return;
+    registry.open.insert(&conn);
+  }
+  struct unregister {
+    connection_registry& r;
+    connection* c;
+    ~unregister() {
+      std::lock_guard<std::mutex> g(r.mutex);
+      r.open.erase(c);
+    }
+  } guard{registry, &conn};
+
+  boost::beast::flat_buffer buffer;
+  for (;;) {
+    http::request<http::string_body> req;
+    boost::system::error_code ec;
+    http::async_read(conn.socket, buffer, req, asio::redirect_error(weft::use_fiber, ec));
+    if (ec) return;  // closed by the peer, or cancelled by shutdown while idle
+    bool last;
+    {
+      std::lock_guard<std::mutex> g(registry.mutex);
+      conn.idle = false;
+      last = registry.stopping;
+    }
+    // The request's context: its id, from the header or made up. Every fiber it spawns and
+    // every log line below sees it.
+    const auto header = req.find("X-Request-Id");
+    auto id = request_id.scoped(header != req.end() ? std::string(header->value())
+                                                    : next_request_id());
+    spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
+    auto res = handle(req, deadline_ms);
+    if (last) res.keep_alive(false);
+    http::async_write(conn.socket, res, asio::redirect_error(weft::use_fiber, ec));
+    spdlog::info("{} {} bytes", res.result_int(), res.body().size());
+    {
+      std::lock_guard<std::mutex> g(registry.mutex);
+      conn.idle = true;
+      last = last || registry.stopping;
+    }
+    if (ec || !res.keep_alive() || last) break;
+  }
+  boost::system::error_code ignored;
+  conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  // Log lines go to stderr (stdout says where the service listens), each with the request id.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<request_id_flag>('*').set_pattern("[%H:%M:%S.%e] [%*] %v");
+  spdlog::set_formatter(std::move(formatter));
+
+  weft::executor ex(o.threads);
+  auto& io = weft::io_context(ex);
+  connection_registry registry;
+  ex.run([&] {
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), o.port));
+    std::printf("listening on port %u\n", unsigned(acceptor.local_endpoint().port()));
+    std::fflush(stdout);
+    spdlog::info("http_service: {} threads, deadline {} ms", o.threads, o.deadline_ms);
+
+    weft::task_group connections;
+    // SIGINT/SIGTERM: stop accepting; in-flight requests finish; idle connections close.
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    std::atomic<bool> stopping{false};
+    connections.spawn([&] {
+      boost::system::error_code ec;
+      const int sig = signals.async_wait(asio::redirect_error(weft::use_fiber, ec));
+      if (ec) return;
+      spdlog::info("signal {}: shutting down", sig);
+      stopping = true;
+      asio::post(io, [&] { acceptor.close(); });
+      registry.close_idle();
+    });
+    while (!stopping) {
+      boost::system::error_code ec;
+      tcp::socket s = acceptor.async_accept(asio::redirect_error(weft::use_fiber, ec));
+      if (ec) {
+        if (stopping) break;
+        spdlog::warn("accept failed: {}", ec.message());
+        continue;
+      }
+      connections.spawn(serve, std::move(s), std::ref(registry), o.deadline_ms);
+    }
+    connections.wait();
+    spdlog::info("http_service: all connections closed");
+  });
+  return 0;
+}
