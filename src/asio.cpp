@@ -1,8 +1,8 @@
 // asio.cpp: waiting on Asio operations, and the io_context each executor runs.
 #include <weft/asio.hpp>
 
+#include <chrono>
 #include <mutex>
-#include <thread>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -78,32 +78,65 @@ void wait_io(io_wait& w) {
   }
 }
 
-// io_runner is an executor's io_context and the I/O thread that runs it.
-class io_runner final : public pool_service {
+// io_runner is an executor's io_context, run by the executor's own workers (see reactor in
+// pool.hpp): no I/O thread, no hand-off between threads when a completion wakes a fiber on
+// the worker that ran it.
+class io_runner final : public pool_service, public reactor {
  public:
-  explicit io_runner(const std::string& name) : work_(io_.get_executor()) {
-    thread_ = std::thread([this] { io_.run(); });
-    (void)name;
-  }
+  explicit io_runner(pool& owner) : owner_(owner), work_(io_.get_executor()) {}
   ~io_runner() override {
+    // The workers are gone: handlers still queued are destroyed uncalled (their fibers, if
+    // any were left, would see abandoned operations).
     work_.reset();
-    io_.stop();
-    thread_.join();
   }
   boost::asio::io_context& io() noexcept { return io_; }
 
+  void poll() noexcept override {
+    guarded([this] { io_.poll(); });
+  }
+  void run_one_until(std::chrono::steady_clock::time_point deadline) noexcept override {
+    guarded([&] {
+      if (deadline == std::chrono::steady_clock::time_point::max()) {
+        io_.run_one();
+      } else {
+        io_.run_one_until(deadline);
+      }
+    });
+  }
+  void interrupt() noexcept override {
+    try {
+      boost::asio::post(io_, [] {});
+    } catch (...) {
+      // Out of memory: the poller wakes at its deadline or its next completion instead.
+    }
+  }
+
  private:
+  // guarded() runs the io_context; a handler's exception goes to on_unhandled_exception.
+  template <class F>
+  void guarded(F run) noexcept {
+    try {
+      run();
+    } catch (...) {
+      report_unhandled(owner_, std::current_exception());
+    }
+  }
+
+  pool& owner_;
+  // One worker at a time runs it (pool::take_reactor): Asio may skip some of its locking.
   boost::asio::io_context io_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::thread thread_;
 };
 
 }  // namespace detail
 
 boost::asio::io_context& io_context(executor& ex) {
   detail::pool& p = *detail::pool_of(ex);
-  detail::pool_service* s =
-      p.service(detail::pool::io_slot, [&p] { return new detail::io_runner(p.name()); });
+  detail::pool_service* s = p.service(detail::pool::io_slot, [&p] {
+    auto* runner = new detail::io_runner(p);
+    p.set_reactor(runner);
+    return runner;
+  });
   return static_cast<detail::io_runner*>(s)->io();
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -31,9 +32,23 @@ struct reporter {
 };
 
 // pool_service is something an executor starts on demand and stops with its pool, after
-// the last fiber: its I/O thread and io_context (weft/asio.hpp).
+// the last fiber: its io_context (weft/asio.hpp).
 struct pool_service {
   virtual ~pool_service() = default;
+};
+
+// reactor is an event loop the workers run themselves, as Go's scheduler runs its netpoller:
+// an idle worker blocks in it instead of sleeping, and workers poll it (run what is ready)
+// before they sleep and now and then while busy, so that a completion usually wakes its
+// fiber on the worker that will run it. One worker at a time runs it.
+struct reactor {
+  virtual ~reactor() = default;
+  // poll() runs the handlers that are ready, without blocking.
+  virtual void poll() noexcept = 0;
+  // run_one_until() blocks until one handler ran, interrupt() was called, or the deadline.
+  virtual void run_one_until(std::chrono::steady_clock::time_point deadline) noexcept = 0;
+  // interrupt() ends a run_one_until() in progress (or the next one); any thread.
+  virtual void interrupt() noexcept = 0;
 };
 
 class pool {
@@ -87,6 +102,19 @@ class pool {
     return services_[slot].get();
   }
 
+  // set_reactor() has the workers run r from now on (r lives until the pool is destroyed).
+  void set_reactor(reactor* r) noexcept { reactor_.store(r, std::memory_order_release); }
+  // take_reactor() is the reactor if there is one and no other worker runs it; give it back.
+  reactor* take_reactor() noexcept {
+    reactor* r = reactor_.load(std::memory_order_acquire);
+    if (r == nullptr || reactor_taken_.load(std::memory_order_relaxed) ||
+        reactor_taken_.exchange(true, std::memory_order_acquire)) {
+      return nullptr;
+    }
+    return r;
+  }
+  void give_back_reactor() noexcept { reactor_taken_.store(false, std::memory_order_release); }
+
   // owner() is the executor whose pool this is (its stand-in once orphaned).
   executor* owner() const noexcept { return owner_.load(std::memory_order_acquire); }
   reporter* const unhandled;
@@ -121,6 +149,8 @@ class pool {
   waiter* idle_waiters_ = nullptr;
   std::atomic<bool> stopping_{false};  // one join() stops the workers
   bool joined_ = false;
+  alignas(64) std::atomic<reactor*> reactor_{nullptr};
+  std::atomic<bool> reactor_taken_{false};
   std::mutex services_mutex_;
   std::unique_ptr<pool_service> services_[service_slots];
 };

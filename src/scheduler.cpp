@@ -25,6 +25,9 @@ constexpr unsigned kDispatchEvery = 16;
 // purpose: each such pick may open a new branch of a spawn tree (more live fibers); every 61
 // picks made skynet keep ~20k fibers alive on one worker, every 1021 about 2k, never ~70.
 constexpr unsigned kFairEvery = 1021;
+// A busy worker polls the reactor (the executor's io_context) every kPollEvery passes of its
+// dispatcher, which runs every kDispatchEvery picks; an idle one, before it sleeps.
+constexpr unsigned kPollEvery = 4;
 // An idle worker looks for work this many times before it goes to sleep.
 constexpr unsigned kIdleSpins = 256;
 // While spinning it looks at this many other workers per look (a full scan per spin made
@@ -64,6 +67,9 @@ void worker_slot::wake() noexcept {
     notified = true;
   }
   sleep_cv.notify_one();
+  // seq_cst, like the poller's store before it reads `notified`: either it sees notified, or
+  // this sees it polling and interrupts the reactor.
+  if (reactor* r = polling.load(std::memory_order_seq_cst)) r->interrupt();
 }
 
 algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) noexcept
@@ -109,7 +115,10 @@ void algorithm::awakened(context* ctx) noexcept {
   if (rec != nullptr) rec->note_queued();
   {
     std::lock_guard<spinlock> g(self_.lock);
-    if (rec != nullptr && rec->yielding) {
+    if (rec != nullptr && (rec->yielding || in_reactor_)) {
+      // A yielding fiber lets the others go first; so does one woken by an I/O completion:
+      // completions are served first come, first served (newest first starves the oldest
+      // connections of a busy server: its tail latency).
       rec->yielding = false;
       self_.ready.push_bottom(ctx);
     } else {
@@ -157,6 +166,12 @@ context* algorithm::steal() noexcept {
 context* algorithm::pick_next() noexcept {
   asan::finish_switch();
   ++ticks_;
+  // A busy worker runs the reactor's ready handlers now and then -- only from the dispatcher,
+  // where no fiber is half-way through suspending (a handler may wake any fiber).
+  if (running_->is_context(boost::fibers::type::dispatcher_context) &&
+      ++dispatches_ % kPollEvery == 0) {
+    poll_reactor();
+  }
   context* next = nullptr;
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
   // has nothing local to do, and now and then regardless so a busy worker still takes some.
@@ -251,6 +266,9 @@ bool algorithm::work_visible(bool everywhere) noexcept {
 
 void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
   asan::finish_switch();
+  // Completions already queued (an operation that finished at once on this worker) are run
+  // here rather than left for a poller.
+  if (poll_reactor() && work_visible(false)) return;
   for (unsigned i = 0; i < kIdleSpins; ++i) {
     if (work_visible(false)) return;
     spin_pause();
@@ -262,7 +280,26 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
   }
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
-  if (!work_visible(true)) {
+  if (reactor* r = pool_.take_reactor()) {
+    // Sleep in the reactor: its completions then wake their fibers from this thread.
+    self_.polling.store(r, std::memory_order_seq_cst);
+    bool notified;
+    {
+      std::lock_guard<std::mutex> lk(self_.sleep_mutex);
+      notified = std::exchange(self_.notified, false);
+    }
+    if (!notified && !work_visible(true)) {
+      in_reactor_ = true;
+      r->run_one_until(deadline);
+      in_reactor_ = false;
+    }
+    self_.polling.store(nullptr, std::memory_order_seq_cst);
+    pool_.give_back_reactor();
+    {
+      std::lock_guard<std::mutex> lk(self_.sleep_mutex);
+      self_.notified = false;
+    }
+  } else if (!work_visible(true)) {
     std::unique_lock<std::mutex> lk(self_.sleep_mutex);
     auto woken = [this] { return self_.notified; };
     if (deadline == std::chrono::steady_clock::time_point::max()) {
@@ -273,6 +310,18 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
     self_.notified = false;
   }
   pool_.note_awake(self_);
+}
+
+bool algorithm::poll_reactor() noexcept {
+  // Exclusive, like the blocking run: a poll beside a worker blocked in the reactor could run
+  // the handler that was to interrupt that worker, which would then sleep on with work for it.
+  reactor* r = pool_.take_reactor();
+  if (r == nullptr) return false;
+  in_reactor_ = true;
+  r->poll();
+  in_reactor_ = false;
+  pool_.give_back_reactor();
+  return true;
 }
 
 void algorithm::notify() noexcept {

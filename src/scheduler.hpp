@@ -6,7 +6,9 @@
 // first, the biggest pieces of work). Yielding fibers
 // go to the bottom so they let everyone else run. The pinned main and dispatcher contexts
 // are kept out of the deque (they must never be stolen). Idle workers spin briefly, then
-// sleep on a condition variable; a worker that queues stealable work wakes one sleeper.
+// sleep on a condition variable -- or, when the executor has an io_context, one of them
+// blocks in it instead (see reactor in pool.hpp); a worker that queues stealable work wakes
+// one sleeper.
 //
 // All state that other threads touch lives in worker_slot, owned by the pool and outliving
 // every worker thread: waking a worker never touches a Boost scheduler that may be gone.
@@ -32,6 +34,7 @@ namespace weft::detail {
 
 class pool;
 class algorithm;
+struct reactor;
 
 // ready_queue is a growable ring of ready fibers, locked by its worker_slot.
 class ready_queue {
@@ -62,6 +65,7 @@ struct alignas(64) worker_slot {
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
   bool notified = false;      // guarded by sleep_mutex
+  std::atomic<reactor*> polling{nullptr};  // the reactor this worker blocks in, if it does
   algorithm* algo = nullptr;  // set while the worker thread runs
   stack_pool::cache stacks;   // used by this worker's thread only
 
@@ -97,6 +101,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // take_over() is the bookkeeping part: from now on this thread runs next.
   void take_over(boost::fibers::context* next) noexcept;
   void** outgoing_fake_stack() noexcept;
+  // poll_reactor() runs the ready handlers of the executor's reactor, if it has one and no
+  // other worker runs it (false if not).
+  bool poll_reactor() noexcept;
   eh_state& eh_of(boost::fibers::context* c) noexcept;
 
   pool& pool_;
@@ -115,6 +122,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   void* main_fake_stack_ = nullptr;
   void* other_fake_stack_ = nullptr;
   unsigned ticks_ = 0;
+  unsigned dispatches_ = 0;  // passes of the dispatcher through pick_next()
+  bool in_reactor_ = false;  // this thread runs the reactor's handlers now
   unsigned rng_;
 };
 
