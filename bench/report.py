@@ -109,6 +109,26 @@ if fiber_wait and raw_wait:
                  f"{med(fiber_wait) / 1000:.3g} us ({spread(fiber_wait)} ns)",
                  f"{med(raw_wait) / 1000:.3g} us raw Asio ({spread(raw_wait)} ns)",
                  f"+{gap:.2f} us", "<= +2 us", "yes" if gap <= 2 else "NO"))
+echo = {k: whole(f"echo_{k}.txt", 4) for k in ("weft", "coro", "threads")}
+echo_p99 = {k: whole(f"echo_{k}.txt", 6) for k in ("weft", "coro", "threads")}
+if echo["weft"] and echo["coro"]:
+    r = med(echo["weft"]) / med(echo["coro"])
+    rows.append(("TCP echo, 2 threads, 100 connections, 64 B: requests/s vs Asio coroutines",
+                 f"{med(echo['weft']):.0f}/s ({spread(echo['weft'])})",
+                 f"{med(echo['coro']):.0f}/s coroutines ({spread(echo['coro'])})", f"{r:.2f}x",
+                 ">= 0.9x", "yes" if r >= 0.9 else "NO"))
+    r = med(echo_p99["weft"]) / med(echo_p99["coro"])
+    rows.append(("TCP echo: p99 latency vs Asio coroutines",
+                 f"{med(echo_p99['weft']) / 1000:.3g} ms ({spread(echo_p99['weft'])} us)",
+                 f"{med(echo_p99['coro']) / 1000:.3g} ms coroutines", f"{r:.2f}x", "<= 1.2x",
+                 "yes" if r <= 1.2 else "NO"))
+http_w, http_c = whole("http_weft.txt", 0), whole("http_coro.txt", 0)
+if http_w and http_c:
+    pw, pc = whole("http_weft.txt", 1), whole("http_coro.txt", 1)
+    rows.append(("HTTP /hello under wrk, 2 threads, 100 connections (requests/s; p99)",
+                 f"{med(http_w):.0f}/s, p99 {med(pw):.3g} ms",
+                 f"{med(http_c):.0f}/s, p99 {med(pc):.3g} ms coroutines",
+                 f"{med(http_w) / med(http_c):.2f}x", "report", ""))
 dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
 if dl_plain and dl_with:
     extra = med(dl_with) - med(dl_plain)
@@ -159,6 +179,10 @@ if mem_total:
           f"{med(mem_total) * fibers / 1024:.0f} MiB, {med(mem_total):.3g} KiB per fiber, of which "
           f"{med(mem_stack):.3g} KiB stack pages (the fiber's record and Boost's context "
           f"included); {med(mem_after):.3g} MiB still resident once idle again")
+if echo["threads"]:
+    print(f"  TCP echo, thread per connection: {med(echo['threads']):.0f} requests/s, p99 "
+          f"{med(echo_p99['threads']) / 1000:.3g} ms; p50 weft {med(whole('echo_weft.txt', 5)):.0f} us, "
+          f"coroutines {med(whole('echo_coro.txt', 5)):.0f} us")
 if late:
     p50, worst = whole("deadline_lateness.txt", 2), whole("deadline_lateness.txt", 4)
     early = whole("deadline_lateness.txt", 5)

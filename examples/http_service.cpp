@@ -68,14 +68,16 @@ struct options {
   unsigned short port = 8080;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   long deadline_ms = 2000;
+  bool quiet = false;
 };
 
 void usage(std::FILE* to) {
   std::fprintf(to,
-               "usage: http_service [--port N] [--threads N] [--deadline-ms N]\n"
+               "usage: http_service [--port N] [--threads N] [--deadline-ms N] [--quiet]\n"
                "  --port N         TCP port on 127.0.0.1 (default 8080; 0 picks a free one)\n"
                "  --threads N      worker threads (default: the number of cores)\n"
                "  --deadline-ms N  each request's deadline (default 2000)\n"
+               "  --quiet          log warnings only (for load tests)\n"
                "Prints 'listening on port N' once it accepts connections.\n");
 }
 
@@ -105,6 +107,8 @@ options parse(int argc, char** argv) {
     } else if (a == "--threads") {
       o.threads = unsigned(parse_number("--threads", value, 1, 1024));
       ++i;
+    } else if (a == "--quiet") {
+      o.quiet = true;
     } else if (a == "--deadline-ms") {
       o.deadline_ms = parse_number("--deadline-ms", value, 1, 86400000);
       ++i;
@@ -288,6 +292,7 @@ int main(int argc, char** argv) {
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
   formatter->add_flag<request_id_flag>('*').set_pattern("[%H:%M:%S.%e] [%*] %v");
   spdlog::set_formatter(std::move(formatter));
+  if (o.quiet) spdlog::set_level(spdlog::level::warn);
 
   weft::executor ex(o.threads);
   auto& io = weft::io_context(ex);
