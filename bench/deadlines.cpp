@@ -61,9 +61,8 @@ int memory(long fibers, unsigned threads, bool with_deadline) {
       if (with_deadline) {
         // A distinct deadline per fiber; the sleep itself would last longer.
         const auto tp = far + std::chrono::microseconds(i);
-        group.spawn([tp] {
-          weft::with_deadline(tp, touch_and_sleep, clock_type::time_point::max());
-        });
+        group.spawn(
+            [tp] { weft::with_deadline(tp, touch_and_sleep, clock_type::time_point::max()); });
       } else {
         group.spawn(touch_and_sleep, clock_type::time_point::max());
       }
@@ -113,9 +112,11 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "lateness";
   const long fibers = argc > 2 ? std::atol(argv[2]) : 10000;
   const unsigned threads = argc > 3 ? unsigned(std::atol(argv[3])) : 2;
-  if (mode == "memory") return memory(fibers, threads, argc > 4 && std::string(argv[4]) == "deadline");
+  if (mode == "memory")
+    return memory(fibers, threads, argc > 4 && std::string(argv[4]) == "deadline");
   if (mode == "lateness") return lateness(fibers, threads);
-  std::fprintf(stderr, "usage: deadlines memory <fibers> <threads> <plain|deadline>\n"
-                       "       deadlines lateness <fibers> <threads>\n");
+  std::fprintf(stderr,
+               "usage: deadlines memory <fibers> <threads> <plain|deadline>\n"
+               "       deadlines lateness <fibers> <threads>\n");
   return 2;
 }

@@ -63,32 +63,38 @@ void run_client(unsigned short port, int connections, double seconds, int fd) {
   long done = 0;
   std::function<void(client_conn&)> round = [&](client_conn& c) {
     c.sent = clock_type::now();
-    asio::async_write(c.socket, asio::buffer(c.out), [&](boost::system::error_code ec, std::size_t) {
-      if (ec) return;
-      asio::async_read(c.socket, asio::buffer(c.in), [&](boost::system::error_code ec2, std::size_t) {
-        if (ec2) return;
-        const auto now = clock_type::now();
-        latencies_us.push_back(std::chrono::duration<float, std::micro>(now - c.sent).count());
-        ++done;
-        if (now < stop_at) {
-          round(c);
-        } else {
-          c.socket.close();
-        }
-      });
-    });
+    asio::async_write(
+        c.socket, asio::buffer(c.out), [&](boost::system::error_code ec, std::size_t) {
+          if (ec) return;
+          asio::async_read(c.socket, asio::buffer(c.in),
+                           [&](boost::system::error_code ec2, std::size_t) {
+                             if (ec2) return;
+                             const auto now = clock_type::now();
+                             latencies_us.push_back(
+                                 std::chrono::duration<float, std::micro>(now - c.sent).count());
+                             ++done;
+                             if (now < stop_at) {
+                               round(c);
+                             } else {
+                               c.socket.close();
+                             }
+                           });
+        });
   };
   for (int i = 0; i < connections; ++i) {
     conns.push_back(std::make_unique<client_conn>(io));
     conns.back()->socket.connect(at);
     conns.back()->socket.set_option(tcp::no_delay(true));
   }
-  for (auto& c : conns) round(*c);
+  for (auto& c : conns)
+    round(*c);
   io.run();
   const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
   std::sort(latencies_us.begin(), latencies_us.end());
   auto at_q = [&](double q) {
-    return latencies_us.empty() ? 0.0 : double(latencies_us[std::size_t(q * double(latencies_us.size() - 1))]);
+    return latencies_us.empty()
+               ? 0.0
+               : double(latencies_us[std::size_t(q * double(latencies_us.size() - 1))]);
   };
   double result[3] = {double(done) / elapsed, at_q(0.5), at_q(0.99)};
   if (write(fd, result, sizeof result) != sizeof result) std::_Exit(1);
@@ -104,17 +110,19 @@ void weft_server(tcp::acceptor& listener, int connections, unsigned threads) {
     tcp::acceptor acceptor(weft::io_context(ex), tcp::v4(), listener.release());
     weft::task_group conns;
     for (int i = 0; i < connections; ++i) {
-      conns.spawn([](tcp::socket s) {
-        s.set_option(tcp::no_delay(true));
-        std::vector<char> buf(message_bytes);
-        boost::system::error_code ec;
-        for (;;) {
-          asio::async_read(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
-          if (ec) return;
-          asio::async_write(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
-          if (ec) return;
-        }
-      }, acceptor.async_accept(weft::use_fiber));
+      conns.spawn(
+          [](tcp::socket s) {
+            s.set_option(tcp::no_delay(true));
+            std::vector<char> buf(message_bytes);
+            boost::system::error_code ec;
+            for (;;) {
+              asio::async_read(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
+              if (ec) return;
+              asio::async_write(s, asio::buffer(buf), asio::redirect_error(weft::use_fiber, ec));
+              if (ec) return;
+            }
+          },
+          acceptor.async_accept(weft::use_fiber));
     }
   });
 }
@@ -123,11 +131,11 @@ asio::awaitable<void> coro_session(tcp::socket s) {
   s.set_option(tcp::no_delay(true));
   std::vector<char> buf(message_bytes);
   for (;;) {
-    auto [ec, n] = co_await asio::async_read(s, asio::buffer(buf),
-                                             asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] =
+        co_await asio::async_read(s, asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
     if (ec) co_return;
-    auto [ec2, m] = co_await asio::async_write(s, asio::buffer(buf, n),
-                                               asio::as_tuple(asio::use_awaitable));
+    auto [ec2, m] =
+        co_await asio::async_write(s, asio::buffer(buf, n), asio::as_tuple(asio::use_awaitable));
     if (ec2) co_return;
     (void)m;
   }
@@ -145,28 +153,33 @@ void coro_server(tcp::acceptor& listener, int connections, unsigned threads) {
   tcp::acceptor acceptor(io, tcp::v4(), listener.release());
   asio::co_spawn(io, coro_accept(acceptor, connections), asio::detached);
   std::vector<std::thread> runners;
-  for (unsigned i = 1; i < threads; ++i) runners.emplace_back([&] { io.run(); });
+  for (unsigned i = 1; i < threads; ++i)
+    runners.emplace_back([&] { io.run(); });
   io.run();
-  for (auto& t : runners) t.join();
+  for (auto& t : runners)
+    t.join();
 }
 
 void threads_server(tcp::acceptor& listener, int connections) {
   std::vector<std::thread> conns;
   for (int i = 0; i < connections; ++i) {
     tcp::socket s = listener.accept();
-    conns.emplace_back([](tcp::socket c) {
-      c.set_option(tcp::no_delay(true));
-      std::vector<char> buf(message_bytes);
-      boost::system::error_code ec;
-      for (;;) {
-        asio::read(c, asio::buffer(buf), ec);
-        if (ec) return;
-        asio::write(c, asio::buffer(buf), ec);
-        if (ec) return;
-      }
-    }, std::move(s));
+    conns.emplace_back(
+        [](tcp::socket c) {
+          c.set_option(tcp::no_delay(true));
+          std::vector<char> buf(message_bytes);
+          boost::system::error_code ec;
+          for (;;) {
+            asio::read(c, asio::buffer(buf), ec);
+            if (ec) return;
+            asio::write(c, asio::buffer(buf), ec);
+            if (ec) return;
+          }
+        },
+        std::move(s));
   }
-  for (auto& t : conns) t.join();
+  for (auto& t : conns)
+    t.join();
 }
 
 }  // namespace
@@ -178,7 +191,8 @@ int main(int argc, char** argv) {
   const unsigned threads = argc > 4 ? unsigned(std::atoi(argv[4])) : 2;
   if (argc > 5) message_bytes = std::size_t(std::atol(argv[5]));
   if (kind != "weft" && kind != "coro" && kind != "threads") {
-    std::fprintf(stderr, "usage: echo <weft|coro|threads> [connections] [seconds] [threads] [bytes]\n");
+    std::fprintf(stderr,
+                 "usage: echo <weft|coro|threads> [connections] [seconds] [threads] [bytes]\n");
     return 2;
   }
   asio::io_context setup;

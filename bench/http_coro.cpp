@@ -88,8 +88,10 @@ int main(int argc, char** argv) {
   signals.async_wait([&](boost::system::error_code, int) { io.stop(); });
   asio::co_spawn(io, listen(acceptor), asio::detached);
   std::vector<std::thread> runners;
-  for (unsigned i = 1; i < threads; ++i) runners.emplace_back([&] { io.run(); });
+  for (unsigned i = 1; i < threads; ++i)
+    runners.emplace_back([&] { io.run(); });
   io.run();
-  for (auto& t : runners) t.join();
+  for (auto& t : runners)
+    t.join();
   return 0;
 }

@@ -32,12 +32,12 @@
 #include <string>
 #include <thread>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include <weft/asio.hpp>
 #include <weft/weft.hpp>
@@ -207,7 +207,8 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
       if (target == "/hello") {
         res.body() = "hello, " + request_id.get() + "\n";
       } else if (target.substr(0, 5) == "/slow") {
-        res.body() = weft::offload(blocking_dependency, query_number(target, "ms", 50, 10000)) + "\n";
+        res.body() =
+            weft::offload(blocking_dependency, query_number(target, "ms", 50, 10000)) + "\n";
         weft::this_fiber::throw_if_cancelled();  // the deadline passed while it ran
       } else if (target.substr(0, 7) == "/fanout") {
         const long n = query_number(target, "n", 4, 64);
@@ -217,7 +218,8 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
           calls.spawn([&parts, i] { parts[std::size_t(i)] = downstream_call(int(i)); });
         }
         calls.wait();
-        for (const auto& p : parts) res.body() += p + "\n";
+        for (const auto& p : parts)
+          res.body() += p + "\n";
       } else {
         res.result(http::status::not_found);
         res.body() = "not found\n";
@@ -265,8 +267,8 @@ void serve(tcp::socket socket, connection_registry& registry, long deadline_ms) 
     // The request's context: its id, from the header or made up. Every fiber it spawns and
     // every log line below sees it.
     const auto header = req.find("X-Request-Id");
-    auto id = request_id.scoped(header != req.end() ? std::string(header->value())
-                                                    : next_request_id());
+    auto id =
+        request_id.scoped(header != req.end() ? std::string(header->value()) : next_request_id());
     spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
     auto res = handle(req, deadline_ms);
     if (last) res.keep_alive(false);

@@ -142,8 +142,8 @@ void run_job(int fanout) {
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
   const bool tty = isatty(STDERR_FILENO);
-  std::printf("worker_pool: %u threads, %ld jobs, fan-out %d, deadline %ld ms\n", o.threads,
-              o.jobs, o.fanout, o.deadline_ms);
+  std::printf("worker_pool: %u threads, %ld jobs, fan-out %d, deadline %ld ms\n", o.threads, o.jobs,
+              o.fanout, o.deadline_ms);
 
   const auto start = clock_type::now();
   std::atomic<bool> finished{false};
@@ -191,8 +191,8 @@ int main(int argc, char** argv) {
   for (const auto& [thread, n] : subtasks_per_thread) {
     std::printf("  worker %d ran %ld sub-tasks\n", worker++, n);
   }
-  std::printf("jobs out of time (deadline %ld ms): %ld, context mismatches: %ld\n",
-              o.deadline_ms, jobs_out_of_time.load(), mismatches.load());
+  std::printf("jobs out of time (deadline %ld ms): %ld, context mismatches: %ld\n", o.deadline_ms,
+              jobs_out_of_time.load(), mismatches.load());
   const bool ok = jobs_done + jobs_out_of_time == o.jobs && mismatches == 0;
   if (!ok) std::printf("FAILED: lost jobs or wrong contexts\n");
   return ok ? 0 : 1;

@@ -52,7 +52,8 @@ class cancel_request {
 
 void wait_io(io_wait& w) {
   try {
-    block(w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);
+    block(
+        w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);
   } catch (const error&) {
     // Cancelled or out of time while the operation is pending: ask it to stop, then wait for
     // it (and for the request) to be over before this frame -- which holds both -- goes.
@@ -69,7 +70,8 @@ void wait_io(io_wait& w) {
         w.cancel_pending = false;
       }
     }
-    block(w.lock, w.waiters, [&w] { return w.done && !w.cancel_pending; }, nullptr, false);
+    block(
+        w.lock, w.waiters, [&w] { return w.done && !w.cancel_pending; }, nullptr, false);
     throw;
   }
   if (w.abandoned) {

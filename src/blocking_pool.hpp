@@ -54,10 +54,10 @@ class blocking_pool {
   offload_base* tail_ = nullptr;
   std::size_t queued_ = 0;
   std::atomic<std::size_t> queued_hint_{0};  // queued_, for the spinning threads
-  unsigned threads_ = 0;  // alive, including those about to exit
-  unsigned idle_ = 0;     // waiting for work
+  unsigned threads_ = 0;                     // alive, including those about to exit
+  unsigned idle_ = 0;                        // waiting for work
   bool stopping_ = false;
-  std::list<std::thread> running_;  // one per live thread
+  std::list<std::thread> running_;   // one per live thread
   std::vector<std::thread> exited_;  // threads that left on their own, to be joined
 };
 

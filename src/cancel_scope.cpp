@@ -141,7 +141,8 @@ void throw_cancelled(const cancel_scope* s) {
   WEFT_ASSERT(s != nullptr, "a cancellation raised outside any cancellation scope");
   const ticks requested = s->requested_at.load(std::memory_order_acquire);
   if (s->deadline != never && s->deadline <= requested) {
-    throw error(errc::deadline_exceeded, "weft: deadline exceeded (the deadline set by with_deadline/with_timeout passed)");
+    throw error(errc::deadline_exceeded,
+                "weft: deadline exceeded (the deadline set by with_deadline/with_timeout passed)");
   }
   throw error(errc::cancelled, "weft: the fiber's cancellation was requested");
 }

@@ -37,10 +37,10 @@ inline ticks now_ticks() noexcept {
 struct cancel_scope {
   std::atomic<unsigned> refs{1};
   std::atomic<ticks> requested_at{never};  // when cancellation was requested
-  ticks deadline = never;                   // the earliest deadline in force (immutable)
-  cancel_scope* parent = nullptr;  // retained
-  spinlock lock;                   // guards the lists below
-  fiber_record* fibers = nullptr;  // running fibers whose scope is this one
+  ticks deadline = never;                  // the earliest deadline in force (immutable)
+  cancel_scope* parent = nullptr;          // retained
+  spinlock lock;                           // guards the lists below
+  fiber_record* fibers = nullptr;          // running fibers whose scope is this one
   cancel_scope* children = nullptr;
   cancel_scope* sibling_prev = nullptr;
   cancel_scope* sibling_next = nullptr;

@@ -122,7 +122,8 @@ void blocking_pool::join_exited() noexcept {
     if (exited_.empty()) return;
     done.swap(exited_);
   }
-  for (auto& t : done) t.join();
+  for (auto& t : done)
+    t.join();
 }
 
 void blocking_pool::stop() noexcept {
@@ -136,8 +137,10 @@ void blocking_pool::stop() noexcept {
     exited.swap(exited_);
   }
   work_.notify_all();
-  for (auto& t : running) t.join();
-  for (auto& t : exited) t.join();
+  for (auto& t : running)
+    t.join();
+  for (auto& t : exited)
+    t.join();
 }
 
 unsigned blocking_pool::threads() const noexcept {

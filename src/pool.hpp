@@ -155,7 +155,6 @@ class pool {
   std::unique_ptr<pool_service> services_[service_slots];
 };
 
-
 // tl_pool is the pool whose worker the calling thread is, or nullptr.
 extern constinit thread_local pool* tl_pool WEFT_TLS_MODEL;
 

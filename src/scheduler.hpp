@@ -64,10 +64,10 @@ struct alignas(64) worker_slot {
   std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
-  bool notified = false;      // guarded by sleep_mutex
+  bool notified = false;                   // guarded by sleep_mutex
   std::atomic<reactor*> polling{nullptr};  // the reactor this worker blocks in, if it does
-  algorithm* algo = nullptr;  // set while the worker thread runs
-  stack_pool::cache stacks;   // used by this worker's thread only
+  algorithm* algo = nullptr;               // set while the worker thread runs
+  stack_pool::cache stacks;                // used by this worker's thread only
 
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;

@@ -36,8 +36,8 @@ void echo(tcp::socket s) {
   std::array<char, 256> buf;
   for (;;) {
     boost::system::error_code ec;
-    const std::size_t n =
-        s.async_read_some(boost::asio::buffer(buf), boost::asio::redirect_error(weft::use_fiber, ec));
+    const std::size_t n = s.async_read_some(boost::asio::buffer(buf),
+                                            boost::asio::redirect_error(weft::use_fiber, ec));
     if (ec == boost::asio::error::eof) return;
     if (ec) throw boost::system::system_error(ec);
     boost::asio::async_write(s, boost::asio::buffer(buf.data(), n), weft::use_fiber);
@@ -53,7 +53,8 @@ TEST_CASE("a timer wait suspends the fiber, not the worker; the context stays", 
     auto bound = conn_id.set(7);
     std::atomic<int> others{0};
     weft::task_group g;
-    for (int i = 0; i < 10; ++i) g.spawn([&] { ++others; });  // may run on this worker meanwhile
+    for (int i = 0; i < 10; ++i)
+      g.spawn([&] { ++others; });  // may run on this worker meanwhile
     boost::asio::steady_timer t(weft::io_context(ex), 20ms);
     const auto start = clock_type::now();
     t.async_wait(weft::use_fiber);
@@ -79,10 +80,12 @@ TEST_CASE("echo over loopback with hundreds of connections; context after every 
     servers.spawn([&] {
       for (int i = 0; i < kClients; ++i) {
         tcp::socket s = acceptor.async_accept(weft::use_fiber);
-        servers.spawn([&](tcp::socket c) {
-          echo(std::move(c));
-          ++served;
-        }, std::move(s));
+        servers.spawn(
+            [&](tcp::socket c) {
+              echo(std::move(c));
+              ++served;
+            },
+            std::move(s));
       }
     });
     weft::task_group clients;
@@ -98,7 +101,8 @@ TEST_CASE("echo over loopback with hundreds of connections; context after every 
           if (conn_id.get() != c) ++bad_context;
           if (m % 3 == 0) weft::this_fiber::yield();  // move around between workers
           std::string back(64, '\0');
-          const std::size_t n = boost::asio::async_read(s, boost::asio::buffer(back), weft::use_fiber);
+          const std::size_t n =
+              boost::asio::async_read(s, boost::asio::buffer(back), weft::use_fiber);
           if (conn_id.get() != c) ++bad_context;
           if (n != 64 || back != msg) ++bad_data;
         }
@@ -150,9 +154,11 @@ TEST_CASE("a pending read is a cancellation point; the socket stays usable", "[a
     weft::task_group g;
     g.spawn([&] {
       reading = true;
-      code = code_of([&] { boost::asio::async_read(server, boost::asio::buffer(buf), weft::use_fiber); });
+      code = code_of(
+          [&] { boost::asio::async_read(server, boost::asio::buffer(buf), weft::use_fiber); });
     });
-    while (!reading) weft::this_fiber::yield();
+    while (!reading)
+      weft::this_fiber::yield();
     weft::this_fiber::sleep_for(10ms);  // (cancelled before or during the read: same outcome)
     g.cancel();
     g.wait();
@@ -171,8 +177,9 @@ TEST_CASE("deadlines cancel accepts, reads and timers", "[asio]") {
     auto& io = weft::io_context(ex);
     tcp::acceptor acceptor = listen_on_loopback(io);
     const auto start = clock_type::now();
-    CHECK(code_of([&] { weft::with_timeout(20ms, [&] { (void)acceptor.async_accept(weft::use_fiber); }); }) ==
-          static_cast<int>(errc::deadline_exceeded));
+    CHECK(code_of([&] {
+            weft::with_timeout(20ms, [&] { (void)acceptor.async_accept(weft::use_fiber); });
+          }) == static_cast<int>(errc::deadline_exceeded));
     const auto elapsed = clock_type::now() - start;
     CHECK(elapsed >= 20ms);
     CHECK(elapsed < 10s);
@@ -185,8 +192,9 @@ TEST_CASE("deadlines cancel accepts, reads and timers", "[asio]") {
     tcp::socket server = acceptor.async_accept(weft::use_fiber);
     std::array<char, 8> buf{};
     CHECK(code_of([&] {
-            weft::with_deadline(clock_type::now() - 1s,
-                                [&] { (void)server.async_read_some(boost::asio::buffer(buf), weft::use_fiber); });
+            weft::with_deadline(clock_type::now() - 1s, [&] {
+              (void)server.async_read_some(boost::asio::buffer(buf), weft::use_fiber);
+            });
           }) == static_cast<int>(errc::deadline_exceeded));
   });
 }
@@ -208,7 +216,8 @@ TEST_CASE("one worker: a fiber spinning on yield does not starve a timer wait", 
   ex.run([&ex] {
     std::atomic<bool> done{false};
     auto spinner = weft::spawn([&] {
-      while (!done) weft::this_fiber::yield();
+      while (!done)
+        weft::this_fiber::yield();
     });
     boost::asio::steady_timer t(weft::io_context(ex), 5ms);
     t.async_wait(weft::use_fiber);
@@ -248,15 +257,17 @@ TEST_CASE("shutdown with open connections and pending reads: cancel, then nothin
       for (int i = 0; i < 20; ++i) {
         clients.emplace_back(io);
         clients.back().async_connect(acceptor.local_endpoint(), weft::use_fiber);
-        g.spawn([&](tcp::socket s) {
-          std::array<char, 16> buf;
-          try {
-            (void)s.async_read_some(boost::asio::buffer(buf), weft::use_fiber);
-          } catch (const weft::error& e) {
-            if (e.code() == errc::cancelled) ++cancelled;
-            throw;
-          }
-        }, acceptor.async_accept(weft::use_fiber));
+        g.spawn(
+            [&](tcp::socket s) {
+              std::array<char, 16> buf;
+              try {
+                (void)s.async_read_some(boost::asio::buffer(buf), weft::use_fiber);
+              } catch (const weft::error& e) {
+                if (e.code() == errc::cancelled) ++cancelled;
+                throw;
+              }
+            },
+            acceptor.async_accept(weft::use_fiber));
       }
       weft::this_fiber::sleep_for(10ms);
       g.cancel();

@@ -50,13 +50,13 @@ static_assert(static_cast<int>(errc::deadline_exceeded) == 10);
 TEST_CASE("with_deadline runs f on the caller and returns its result or its exception",
           "[deadline]") {
   on_each([] {
-    CHECK(weft::with_timeout(1s, [](int a, int b) { return a + b; }, 2, 3) == 5);
+    CHECK(weft::with_timeout(
+              1s, [](int a, int b) { return a + b; }, 2, 3) == 5);
     int x = 0;
     int& r = weft::with_timeout(1s, [&x]() -> int& { return x; });
     CHECK(&r == &x);
-    auto moved = weft::with_deadline(clock_type::now() + 1s,
-                                     [](std::unique_ptr<int> p) { return p; },
-                                     std::make_unique<int>(7));
+    auto moved = weft::with_deadline(
+        clock_type::now() + 1s, [](std::unique_ptr<int> p) { return p; }, std::make_unique<int>(7));
     CHECK(*moved == 7);
     CHECK_THROWS_AS(weft::with_timeout(1s, [] { throw std::runtime_error("mine"); }),
                     std::runtime_error);
@@ -103,7 +103,8 @@ TEST_CASE("a wait on a task ends at the deadline; the task itself runs on", "[de
   ex.run([] {
     std::atomic<bool> release{false};
     auto t = weft::spawn([&] {  // spawned outside the deadline: not under it
-      while (!release.load()) weft::this_fiber::sleep_for(1ms);
+      while (!release.load())
+        weft::this_fiber::sleep_for(1ms);
       return 42;
     });
     CHECK(code_of([&] { weft::with_timeout(20ms, [&] { return t.get(); }); }) == kDeadline);
@@ -120,7 +121,8 @@ TEST_CASE("on a plain thread the waits on tasks are cancellation points", "[dead
   weft::executor ex(2);
   std::atomic<bool> release{false};
   auto t = ex.spawn([&] {
-    while (!release.load()) weft::this_fiber::sleep_for(1ms);
+    while (!release.load())
+      weft::this_fiber::sleep_for(1ms);
   });
   const auto start = clock_type::now();
   CHECK(code_of([&] { weft::with_timeout(20ms, [&] { t.get(); }); }) == kDeadline);
@@ -168,8 +170,9 @@ TEST_CASE("a deadline in the past still runs f; its first cancellation point thr
           }) == kDeadline);
     CHECK(ran == 1);
     CHECK(weft::with_deadline(clock_type::time_point::min(), [] { return 5; }) == 5);
-    CHECK(code_of([&] { weft::with_timeout(-5s, [] { weft::this_fiber::throw_if_cancelled(); }); }) ==
-          kDeadline);
+    CHECK(code_of([&] {
+            weft::with_timeout(-5s, [] { weft::this_fiber::throw_if_cancelled(); });
+          }) == kDeadline);
   });
 }
 
@@ -193,7 +196,8 @@ TEST_CASE("fibers spawned inside inherit the deadline, and keep it after with_de
       tasks.push_back(weft::executor::current()->spawn(child));
     });
     CHECK_FALSE(deadline_now().has_value());
-    for (auto& t : tasks) CHECK(t.get() == kDeadline);
+    for (auto& t : tasks)
+      CHECK(t.get() == kDeadline);
     CHECK(clock_type::now() >= tp);
   });
 }
@@ -281,8 +285,9 @@ TEST_CASE("nested deadlines: the earliest wins, the outer one stays in force", "
     CHECK(code_of([&] {
             weft::with_timeout(40ms, [&] {
               // An inner, earlier deadline fails only its own part.
-              CHECK(code_of([] { weft::with_timeout(5ms, [] { weft::this_fiber::sleep_for(60s); }); }) ==
-                    kDeadline);
+              CHECK(code_of([] {
+                      weft::with_timeout(5ms, [] { weft::this_fiber::sleep_for(60s); });
+                    }) == kDeadline);
               CHECK_FALSE(weft::this_fiber::cancellation_requested());
               // An inner, later one does not postpone the outer one.
               weft::with_timeout(60s, [] { weft::this_fiber::sleep_for(60s); });
@@ -294,8 +299,7 @@ TEST_CASE("nested deadlines: the earliest wins, the outer one stays in force", "
   });
 }
 
-TEST_CASE("deadline and task_group::cancel: the cause that came first is the error",
-          "[deadline]") {
+TEST_CASE("deadline and task_group::cancel: the cause that came first is the error", "[deadline]") {
   const unsigned threads = GENERATE(1u, 2u, 4u);
   weft::executor ex(threads);
   // The child spins (no cancellation point) while this plain thread cancels its group, so the
@@ -306,7 +310,8 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
   std::atomic<int> slept{0};
   auto spin_until_go = [&] {
     entered = true;
-    while (!go.load()) std::this_thread::yield();
+    while (!go.load())
+      std::this_thread::yield();
   };
 
   SECTION("the deadline passed before the cancellation") {
@@ -318,7 +323,8 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
         slept = code_of([] { weft::this_fiber::sleep_for(60s); });
       });
     });
-    while (!entered.load()) std::this_thread::yield();
+    while (!entered.load())
+      std::this_thread::yield();
     g.cancel();
     go = true;
     g.wait();  // deadline_exceeded was caught by the child: nothing to rethrow
@@ -338,7 +344,8 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
         slept = code_of([] { weft::this_fiber::sleep_for(60s); });
       });
     });
-    while (!entered.load()) std::this_thread::yield();
+    while (!entered.load())
+      std::this_thread::yield();
     g.cancel();
     go = true;
     g.wait();
@@ -349,21 +356,20 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
   SECTION("a group under a deadline: an earlier failure cancels, the siblings see cancelled") {
     std::atomic<int> cancelled_seen{0};
     CHECK_THROWS_WITH(ex.run([&] {
-                        weft::with_timeout(60s, [&] {
-                          weft::task_group g;
-                          for (int i = 0; i < 4; ++i) {
-                            g.spawn([&] {
-                              if (code_of([] { weft::this_fiber::sleep_for(60s); }) ==
-                                  kCancelled) {
-                                ++cancelled_seen;
-                              }
-                              weft::this_fiber::throw_if_cancelled();
-                            });
-                          }
-                          g.spawn([] { throw std::runtime_error("first"); });
-                          g.wait();
-                        });
-                      }),
+      weft::with_timeout(60s, [&] {
+        weft::task_group g;
+        for (int i = 0; i < 4; ++i) {
+          g.spawn([&] {
+            if (code_of([] { weft::this_fiber::sleep_for(60s); }) == kCancelled) {
+              ++cancelled_seen;
+            }
+            weft::this_fiber::throw_if_cancelled();
+          });
+        }
+        g.spawn([] { throw std::runtime_error("first"); });
+        g.wait();
+      });
+    }),
                       "first");
     CHECK(cancelled_seen == 4);
   }
@@ -428,7 +434,8 @@ TEST_CASE("~task_group reports a child's deadline_exceeded only when the group h
     CHECK(code_of([] {
             weft::with_timeout(5ms, [] {
               weft::task_group g;
-              for (int i = 0; i < 3; ++i) g.spawn([] { weft::this_fiber::sleep_for(60s); });
+              for (int i = 0; i < 3; ++i)
+                g.spawn([] { weft::this_fiber::sleep_for(60s); });
               g.wait();
             });
           }) == kDeadline);
@@ -442,8 +449,7 @@ TEST_CASE("~task_group reports a child's deadline_exceeded only when the group h
   CHECK(reported == 1);
 }
 
-TEST_CASE("a dropped task that ran out of time is not reported; other failures are",
-          "[deadline]") {
+TEST_CASE("a dropped task that ran out of time is not reported; other failures are", "[deadline]") {
   std::atomic<int> reported{0};
   weft::executor_options options;
   options.threads = 2;
@@ -452,7 +458,8 @@ TEST_CASE("a dropped task that ran out of time is not reported; other failures a
   ex.run([] {
     // The waiter leaves at the deadline and drops the handle; the child ends the same way.
     CHECK(code_of([] {
-            weft::with_timeout(5ms, [] { weft::spawn([] { weft::this_fiber::sleep_for(60s); }).get(); });
+            weft::with_timeout(5ms,
+                               [] { weft::spawn([] { weft::this_fiber::sleep_for(60s); }).get(); });
           }) == kDeadline);
     (void)weft::spawn([] { throw std::runtime_error("lost"); });
   });

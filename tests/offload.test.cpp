@@ -183,9 +183,7 @@ TEST_CASE("a call still queued is withdrawn on cancellation or deadline and neve
   SECTION("cancelled") {
     std::atomic<int> code{0};
     weft::task_group g(ex);
-    g.spawn([&] {
-      code = code_of([&] { weft::offload([&] { second_ran = true; }); });
-    });
+    g.spawn([&] { code = code_of([&] { weft::offload([&] { second_ran = true; }); }); });
     std::this_thread::sleep_for(20ms);  // (either way the call cannot have started)
     g.cancel();
     g.wait();
@@ -194,7 +192,8 @@ TEST_CASE("a call still queued is withdrawn on cancellation or deadline and neve
   SECTION("out of time") {
     const auto start = std::chrono::steady_clock::now();
     CHECK(ex.run([&] {
-      return code_of([&] { weft::with_timeout(20ms, [&] { weft::offload([&] { second_ran = true; }); }); });
+      return code_of(
+          [&] { weft::with_timeout(20ms, [&] { weft::offload([&] { second_ran = true; }); }); });
     }) == static_cast<int>(errc::deadline_exceeded));
     CHECK(std::chrono::steady_clock::now() - start >= 20ms);
   }

@@ -329,7 +329,8 @@ TEST_CASE("deadlines and group cancellations racing: every error names a cause t
                   const auto now = clock_type::now();
                   if (e.code() == weft::errc::deadline_exceeded) {
                     ++deadlines;
-                    const bool passed = (in_force && now >= *in_force) || (own_tp && now >= *own_tp);
+                    const bool passed =
+                        (in_force && now >= *in_force) || (own_tp && now >= *own_tp);
                     if (!passed) ++impossible;
                   } else if (e.code() == weft::errc::cancelled) {
                     ++cancels;

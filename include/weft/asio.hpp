@@ -115,11 +115,10 @@ class fiber_handler {
 // a tuple.
 template <class... T>
 struct io_result {
-  using type =
-      std::conditional_t<sizeof...(T) == 0, void,
-                         std::conditional_t<sizeof...(T) == 1,
-                                            std::tuple_element_t<0, std::tuple<T..., void>>,
-                                            std::tuple<T...>>>;
+  using type = std::conditional_t<
+      sizeof...(T) == 0, void,
+      std::conditional_t<sizeof...(T) == 1, std::tuple_element_t<0, std::tuple<T..., void>>,
+                         std::tuple<T...>>>;
 };
 
 // signature_parts splits a completion signature's arguments: a leading error_code is thrown
@@ -161,7 +160,7 @@ typename signature_parts<Args...>::result::type run_io(boost::system::error_code
     if (std::get<0>(values)) std::rethrow_exception(std::get<0>(values));
   }
   constexpr std::size_t n = sizeof...(Args) - parts::skip;
-  return [&]<std::size_t... I>(std::index_sequence<I...>) -> typename parts::result::type {
+  return [&]<std::size_t... I>(std::index_sequence<I...>)->typename parts::result::type {
     if constexpr (n == 0) {
       return;
     } else if constexpr (n == 1) {
@@ -169,7 +168,8 @@ typename signature_parts<Args...>::result::type run_io(boost::system::error_code
     } else {
       return typename parts::result::type(std::move(std::get<parts::skip + I>(values))...);
     }
-  }(std::make_index_sequence<n>());
+  }
+  (std::make_index_sequence<n>());
 }
 
 }  // namespace detail

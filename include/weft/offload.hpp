@@ -24,7 +24,7 @@ struct waiter;
 
 // offload_base is one offloaded call, owned by the waiting caller (it lives on its stack).
 struct offload_base {
-  spinlock lock;              // guards finished and waiters
+  spinlock lock;  // guards finished and waiters
   bool finished = false;
   waiter* waiters = nullptr;
   offload_base* next = nullptr;  // link in the blocking pool's queue (under its mutex)
