@@ -275,3 +275,47 @@ TEST_CASE("shutdown with open connections and pending reads: cancel, then nothin
   }  // the executor, its io_context and its I/O thread go
   CHECK(cancelled == 20);
 }
+
+TEST_CASE("cancellation and deadlines of writes and connects", "[asio]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  ex.run([&ex] {
+    auto& io = weft::io_context(ex);
+    // A write that cannot finish: the peer never reads, the socket buffers fill up.
+    tcp::acceptor acceptor = listen_on_loopback(io);
+    tcp::socket writer(io);
+    writer.async_connect(acceptor.local_endpoint(), weft::use_fiber);
+    tcp::socket idle_peer = acceptor.async_accept(weft::use_fiber);
+    const std::vector<char> big(64 << 20, 'w');
+    std::atomic<int> code{0};
+    weft::task_group g;
+    g.spawn([&] {
+      code = code_of(
+          [&] { boost::asio::async_write(writer, boost::asio::buffer(big), weft::use_fiber); });
+    });
+    weft::this_fiber::sleep_for(20ms);
+    g.cancel();
+    g.wait();
+    CHECK(code == static_cast<int>(errc::cancelled));
+    CHECK(code_of([&] {
+            weft::with_timeout(20ms, [&] {
+              boost::asio::async_write(writer, boost::asio::buffer(big), weft::use_fiber);
+            });
+          }) == static_cast<int>(errc::deadline_exceeded));
+
+    // A connect that cannot finish: a listener whose accept queue is full drops the SYNs.
+    tcp::acceptor full(io, tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
+    full.listen(0);
+    std::vector<tcp::socket> fillers;
+    int stuck = 0;
+    for (int i = 0; i < 8 && stuck == 0; ++i) {
+      fillers.emplace_back(io);
+      const int c = code_of([&] {
+        weft::with_timeout(
+            200ms, [&] { fillers.back().async_connect(full.local_endpoint(), weft::use_fiber); });
+      });
+      if (c == static_cast<int>(errc::deadline_exceeded)) stuck = 1;
+    }
+    CHECK(stuck == 1);  // and the connect that hung was cancelled at its deadline
+  });
+}
