@@ -15,6 +15,7 @@ namespace weft {
 namespace detail {
 
 constinit thread_local pool* tl_pool WEFT_TLS_MODEL = nullptr;
+constinit thread_local worker_slot* tl_slot WEFT_TLS_MODEL = nullptr;
 
 // ---- jobs ----------------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ pool::~pool() {
 
 void pool::worker_main(unsigned index) {
   tl_pool = this;
+  tl_slot = &worker(index);
   // The thread's own record must exist before Boost's scheduler does, so that it is
   // destroyed after it (thread_locals die in reverse order of construction).
   fiber_state& thread_record = thread_state();
@@ -164,7 +166,24 @@ job* pool::take_injected() noexcept {
   return j;
 }
 
+executor_stats pool::stats() const noexcept {
+  executor_stats s{};
+  s.threads = size();
+  s.live_fibers = live_.load(std::memory_order_relaxed);
+  for (const auto& w : workers_) {
+    s.ready_fibers += w->ready_size.load(std::memory_order_relaxed);
+    s.spawned += w->spawned.load(std::memory_order_relaxed);
+    s.steals += w->steals.load(std::memory_order_relaxed);
+  }
+  s.blocking_threads = blocking.threads();
+  s.blocking_busy = blocking.busy();
+  s.stacks = stacks.allocated();
+  return s;
+}
+
 void pool::launch(job* j) {
+  WEFT_ASSERT(tl_pool == this && tl_slot != nullptr, "a fiber launched off its pool's workers");
+  worker_slot::bump(tl_slot->spawned);
   // The record takes the top of the stack; Boost gets the rest.
   constexpr std::size_t record_bytes = (sizeof(fiber_record) + 63) / 64 * 64;
   boost::context::stack_context stack = stacks.allocate();
@@ -374,6 +393,10 @@ void executor::shutdown() noexcept {
 
 void executor::join() {
   pool_->join();
+}
+
+executor_stats executor::stats() const noexcept {
+  return pool_->stats();
 }
 
 unsigned executor::thread_count() const noexcept {

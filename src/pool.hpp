@@ -90,6 +90,7 @@ class pool {
   void note_awake(worker_slot& w) noexcept;
 
   unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
+  executor_stats stats() const noexcept;
   const std::string& name() const noexcept { return options_.name; }
   worker_slot& worker(unsigned i) noexcept { return *workers_[i]; }
 
@@ -157,5 +158,7 @@ class pool {
 
 // tl_pool is the pool whose worker the calling thread is, or nullptr.
 extern constinit thread_local pool* tl_pool WEFT_TLS_MODEL;
+// tl_slot is the calling worker thread's slot in tl_pool.
+extern constinit thread_local worker_slot* tl_slot WEFT_TLS_MODEL;
 
 }  // namespace weft::detail

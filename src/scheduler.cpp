@@ -158,6 +158,7 @@ context* algorithm::steal() noexcept {
     context* c = victim.ready.pop_bottom();
     victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
     if (fiber_record* rec = record_of(c)) rec->note_dequeued();
+    worker_slot::bump(self_.steals);
     return c;
   }
   return nullptr;

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <vector>
 
@@ -68,6 +69,13 @@ struct alignas(64) worker_slot {
   std::atomic<reactor*> polling{nullptr};  // the reactor this worker blocks in, if it does
   algorithm* algo = nullptr;               // set while the worker thread runs
   stack_pool::cache stacks;                // used by this worker's thread only
+  // Counters for executor::stats(), written by this worker only (no locked instruction).
+  std::atomic<std::uint64_t> spawned{0};  // fibers started here
+  std::atomic<std::uint64_t> steals{0};   // fibers this worker took from another's queue
+
+  static void bump(std::atomic<std::uint64_t>& counter) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;

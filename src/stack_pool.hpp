@@ -52,6 +52,12 @@ class stack_pool {
   // fibers would notice.
   bool trim(std::size_t batch) noexcept;
 
+  // allocated() is the number of stacks mapped so far (in use, or pooled for reuse).
+  std::size_t allocated() const noexcept {
+    std::lock_guard<spinlock> g(lock_);
+    return carved_;
+  }
+
  private:
   struct slab {
     void* base;

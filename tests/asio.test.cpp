@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include <weft/asio.hpp>
 #include <weft/weft.hpp>
@@ -318,4 +320,65 @@ TEST_CASE("cancellation and deadlines of writes and connects", "[asio]") {
     }
     CHECK(stuck == 1);  // and the connect that hung was cancelled at its deadline
   });
+}
+
+TEST_CASE("HTTP over loopback with Beast: keep-alive, hundreds of connections, the context holds",
+          "[asio]") {
+  namespace http = boost::beast::http;
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  constexpr int kClients = 150;
+  constexpr int kRequests = 3;
+  weft::executor ex(threads);
+  std::atomic<int> bad{0}, answered{0};
+  ex.run([&] {
+    auto& io = weft::io_context(ex);
+    tcp::acceptor acceptor = listen_on_loopback(io);
+    weft::task_group servers;
+    servers.spawn([&] {
+      for (int i = 0; i < kClients; ++i) {
+        servers.spawn(
+            [&](tcp::socket s) {
+              boost::beast::flat_buffer buffer;
+              for (;;) {
+                http::request<http::string_body> req;
+                boost::system::error_code ec;
+                http::async_read(s, buffer, req, boost::asio::redirect_error(weft::use_fiber, ec));
+                if (ec) return;
+                auto id = conn_id.scoped(std::stoi(std::string(req["X-Id"])));
+                weft::this_fiber::yield();  // move around before answering
+                http::response<http::string_body> res{http::status::ok, req.version()};
+                res.body() = std::to_string(conn_id.get());
+                res.keep_alive(req.keep_alive());
+                res.prepare_payload();
+                http::async_write(s, res, weft::use_fiber);
+                if (conn_id.get() != std::stoi(std::string(req["X-Id"]))) ++bad;
+              }
+            },
+            acceptor.async_accept(weft::use_fiber));
+      }
+    });
+    weft::task_group clients;
+    for (int c = 0; c < kClients; ++c) {
+      clients.spawn([&, c] {
+        auto id = conn_id.scoped(c);
+        tcp::socket s(io);
+        s.async_connect(acceptor.local_endpoint(), weft::use_fiber);
+        boost::beast::flat_buffer buffer;
+        for (int r = 0; r < kRequests; ++r) {
+          http::request<http::string_body> req{http::verb::get, "/", 11};
+          req.set("X-Id", std::to_string(c));
+          req.keep_alive(r + 1 < kRequests);
+          http::async_write(s, req, weft::use_fiber);
+          http::response<http::string_body> res;
+          http::async_read(s, buffer, res, weft::use_fiber);
+          if (res.body() != std::to_string(c) || conn_id.get() != c) ++bad;
+          ++answered;
+        }
+      });
+    }
+    clients.wait();
+    servers.wait();
+  });
+  CHECK(bad == 0);
+  CHECK(answered == kClients * kRequests);
 }

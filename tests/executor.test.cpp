@@ -771,3 +771,50 @@ TEST_CASE("raw Boost fibers inside a pool fiber never run on their parent's reco
     CHECK(outcome.second);
   }
 }
+
+TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking threads",
+          "[executor][stats]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  const weft::executor_stats before = ex.stats();
+  CHECK(before.threads == threads);
+  CHECK(before.live_fibers == 0);
+  CHECK(before.spawned == 0);
+  std::atomic<bool> release{false};
+  std::vector<weft::task<void>> sleepers;
+  for (int i = 0; i < 50; ++i) {
+    sleepers.push_back(ex.spawn([&] {
+      while (!release)
+        weft::this_fiber::sleep_for(1ms);
+    }));
+  }
+  // Seen from inside and from outside while they run; counters never go backwards.
+  const weft::executor_stats inside = ex.run([&ex] { return ex.stats(); });
+  CHECK(inside.live_fibers >= 1);  // at least the fiber asking
+  CHECK(inside.spawned >= 51);
+  std::uint64_t last_spawned = 0;
+  for (int i = 0; i < 20; ++i) {
+    const weft::executor_stats s = ex.stats();
+    CHECK(s.spawned >= last_spawned);
+    CHECK(s.steals <= s.spawned);
+    last_spawned = s.spawned;
+  }
+  ex.run([] { (void)weft::offload([] { return 1; }); });
+  CHECK(ex.stats().blocking_threads == 1);
+  release = true;
+  for (auto& t : sleepers)
+    t.get();
+  ex.run([] {
+    weft::task_group g;
+    for (int i = 0; i < 100; ++i)
+      g.spawn([] { weft::this_fiber::yield(); });
+  });
+  ex.join();
+  const weft::executor_stats after = ex.stats();
+  CHECK(after.live_fibers == 0);
+  CHECK(after.ready_fibers == 0);
+  CHECK(after.spawned == 50 + 1 + 1 + 1 + 100);  // sleepers, three run()s, the group's children
+  CHECK(after.steals <= after.spawned);
+  CHECK(after.stacks >= 1);
+  if (threads == 1) CHECK(after.steals == 0);
+}

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -52,6 +53,20 @@ struct executor_options {
 
   static constexpr unsigned max_threads = 16384;
   static constexpr std::size_t max_stack_size = std::size_t{1} << 30;
+};
+
+// executor_stats is a cheap snapshot of an executor's counters (executor::stats()). Each
+// field is read on its own while the pool runs: they are consistent with each other only once
+// it is idle.
+struct executor_stats {
+  unsigned threads = 0;           // worker threads
+  std::size_t live_fibers = 0;    // spawned and not finished
+  std::size_t ready_fibers = 0;   // queued to run right now
+  std::uint64_t spawned = 0;      // fibers started since the executor was made
+  std::uint64_t steals = 0;       // fibers a worker took from another worker's queue
+  unsigned blocking_threads = 0;  // threads of the offload() pool alive now
+  unsigned blocking_busy = 0;     // of which running a call
+  std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
 };
 
 class executor;
@@ -149,6 +164,10 @@ class executor {
   // plain thread; suspends a fiber of another executor. From a fiber of this executor it
   // throws weft::error(would_deadlock). Later calls return at once.
   void join();
+
+  // stats() is a snapshot of the executor's counters; cheap (a few loads per worker),
+  // callable from any thread or fiber at any time.
+  executor_stats stats() const noexcept;
 
   // thread_count() is the number of worker threads.
   unsigned thread_count() const noexcept;
