@@ -796,7 +796,6 @@ TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking th
   for (int i = 0; i < 20; ++i) {
     const weft::executor_stats s = ex.stats();
     CHECK(s.spawned >= last_spawned);
-    CHECK(s.steals <= s.spawned);
     last_spawned = s.spawned;
   }
   ex.run([] { (void)weft::offload([] { return 1; }); });
@@ -814,7 +813,6 @@ TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking th
   CHECK(after.live_fibers == 0);
   CHECK(after.ready_fibers == 0);
   CHECK(after.spawned == 50 + 1 + 1 + 1 + 100);  // sleepers, three run()s, the group's children
-  CHECK(after.steals <= after.spawned);
-  CHECK(after.stacks >= 1);
+  CHECK(after.stacks >= 1);  // (a fiber woken again may be stolen again: steals can pass spawned)
   if (threads == 1) CHECK(after.steals == 0);
 }

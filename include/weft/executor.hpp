@@ -63,7 +63,7 @@ struct executor_stats {
   std::size_t live_fibers = 0;    // spawned and not finished
   std::size_t ready_fibers = 0;   // queued to run right now
   std::uint64_t spawned = 0;      // fibers started since the executor was made
-  std::uint64_t steals = 0;       // fibers a worker took from another worker's queue
+  std::uint64_t steals = 0;       // times a worker took a fiber from another worker's queue
   unsigned blocking_threads = 0;  // threads of the offload() pool alive now
   unsigned blocking_busy = 0;     // of which running a call
   std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
