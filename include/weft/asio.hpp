@@ -98,12 +98,19 @@ class fiber_handler {
   }
 
   using cancellation_slot_type = boost::asio::cancellation_slot;
-  cancellation_slot_type get_cancellation_slot() const noexcept { return state_->signal.slot(); }
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return state_ != nullptr ? state_->signal.slot() : cancellation_slot_type();
+  }
 
   template <class... B>
   void operator()(B&&... args) {
     io_state<Args...>* s = std::exchange(state_, nullptr);
-    s->values.emplace(std::forward<B>(args)...);
+    try {
+      s->values.emplace(std::forward<B>(args)...);
+    } catch (...) {
+      s->finish(false);  // the caller is not left waiting: it sees an aborted operation
+      throw;
+    }
     s->finish(true);
   }
 
