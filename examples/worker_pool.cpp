@@ -4,9 +4,10 @@
 // and a deadline (weft::with_timeout around the post: the deadline travels with the job like
 // the context does). It fans out into sub-tasks with a task_group, and code deep inside reads
 // the job's values with .get() and checks its deadline, on whatever worker it runs. A
-// progress line goes to stderr; at the end a summary shows throughput, work per worker, the
-// jobs that ran out of time, and that no sub-task ever saw another job's context. Shutdown
-// loses nothing: every submitted job either completes or runs out of time.
+// progress line with the pool's live counters (executor::stats()) goes to stderr; at the end a
+// summary shows throughput, work per worker, the jobs that ran out of time, and that no
+// sub-task ever saw another job's context. Shutdown loses nothing: every submitted job either
+// completes or runs out of time.
 //
 // Run: ./scripts/demo   or   ./build/examples/worker_pool --threads 4 --jobs 5000 --fanout 8
 //      ./build/examples/worker_pool --deadline-ms 50     (a queue that long: many run late)
@@ -145,8 +146,11 @@ int main(int argc, char** argv) {
   std::printf("worker_pool: %u threads, %ld jobs, fan-out %d, deadline %ld ms\n", o.threads, o.jobs,
               o.fanout, o.deadline_ms);
 
+  weft::executor pool(o.threads);
   const auto start = clock_type::now();
   std::atomic<bool> finished{false};
+  // A live line: progress, and the pool's own counters (executor::stats() is cheap and may
+  // be called from any thread while the pool runs at full speed).
   std::thread progress([&] {
     long last = 0;
     auto last_t = start;
@@ -159,26 +163,29 @@ int main(int argc, char** argv) {
       const auto t = clock_type::now();
       const double rate =
           double(now_done - last) / std::chrono::duration<double>(t - last_t).count();
-      std::fprintf(stderr, "%sjobs %ld/%ld done, %.0f jobs/s%s", tty ? "\r" : "", now_done, o.jobs,
-                   rate, tty ? "   " : "\n");
+      const weft::executor_stats st = pool.stats();
+      std::fprintf(stderr,
+                   "%sjobs %ld/%ld done, %.0f jobs/s | fibers: %zu live, %zu ready, %llu spawned, "
+                   "%llu steals%s",
+                   tty ? "\r" : "", now_done, o.jobs, rate, st.live_fibers, st.ready_fibers,
+                   static_cast<unsigned long long>(st.spawned),
+                   static_cast<unsigned long long>(st.steals), tty ? "   " : "\n");
       last = now_done;
       last_t = t;
     }
   });
 
-  {
-    weft::executor pool(o.threads);
-    static const char* const tenants[] = {"acme", "globex", "initech", "umbrella"};
-    for (long j = 0; j < o.jobs; ++j) {
-      // The submitting thread sets the job's context; post() snapshots it for the fiber.
-      auto id = job_id.scoped(j);
-      auto who = tenant.scoped(tenants[j % 4]);
-      // The job's deadline starts now, at submission, and goes with it into the pool.
-      weft::with_timeout(std::chrono::milliseconds(o.deadline_ms),
-                         [&] { pool.post(run_job, o.fanout); });
-    }
-    pool.shutdown();  // no more submissions; everything accepted still runs
-  }                   // ~executor joins
+  static const char* const tenants[] = {"acme", "globex", "initech", "umbrella"};
+  for (long j = 0; j < o.jobs; ++j) {
+    // The submitting thread sets the job's context; post() snapshots it for the fiber.
+    auto id = job_id.scoped(j);
+    auto who = tenant.scoped(tenants[j % 4]);
+    // The job's deadline starts now, at submission, and goes with it into the pool.
+    weft::with_timeout(std::chrono::milliseconds(o.deadline_ms),
+                       [&] { pool.post(run_job, o.fanout); });
+  }
+  pool.shutdown();  // no more submissions; everything accepted still runs
+  pool.join();
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
   finished = true;
   progress.join();
@@ -191,6 +198,10 @@ int main(int argc, char** argv) {
   for (const auto& [thread, n] : subtasks_per_thread) {
     std::printf("  worker %d ran %ld sub-tasks\n", worker++, n);
   }
+  const weft::executor_stats st = pool.stats();
+  std::printf("  fibers: %llu spawned, %llu steals, %zu stacks mapped\n",
+              static_cast<unsigned long long>(st.spawned),
+              static_cast<unsigned long long>(st.steals), st.stacks);
   std::printf("jobs out of time (deadline %ld ms): %ld, context mismatches: %ld\n", o.deadline_ms,
               jobs_out_of_time.load(), mismatches.load());
   const bool ok = jobs_done + jobs_out_of_time == o.jobs && mismatches == 0;
