@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -85,7 +86,11 @@ void wait_io(io_wait& w) {
 // the worker that ran it.
 class io_runner final : public pool_service, public reactor {
  public:
-  explicit io_runner(pool& owner) : owner_(owner), work_(io_.get_executor()) {}
+  explicit io_runner(pool& owner)
+      : owner_(owner),
+        // With one worker nobody polls concurrently: Asio's one-thread mode then saves work.
+        io_(owner.size() == 1 ? 1 : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
+        work_(io_.get_executor()) {}
   ~io_runner() override {
     // The workers are gone: handlers still queued are destroyed uncalled (their fibers, if
     // any were left, would see abandoned operations).
@@ -105,11 +110,24 @@ class io_runner final : public pool_service, public reactor {
       }
     });
   }
-  void interrupt() noexcept override {
+  void interrupt(worker_slot& target) noexcept override {
     try {
-      boost::asio::post(io_, [] {});
+      boost::asio::post(io_, [&target] {
+        // Run by the target: its run_one_until() returns. Run by another worker's poll while
+        // the target still blocks: that worker sends it again after its poll.
+        if (tl_slot != &target && target.polling.load(std::memory_order_seq_cst) != nullptr) {
+          taken_interrupts.push_back(&target);
+        }
+      });
     } catch (...) {
       // Out of memory: the poller wakes at its deadline or its next completion instead.
+    }
+  }
+  void repeat_interrupts() noexcept override {
+    while (!taken_interrupts.empty()) {
+      worker_slot* target = taken_interrupts.back();
+      taken_interrupts.pop_back();
+      if (target->polling.load(std::memory_order_seq_cst) != nullptr) interrupt(*target);
     }
   }
 
@@ -125,10 +143,13 @@ class io_runner final : public pool_service, public reactor {
   }
 
   pool& owner_;
-  // One worker at a time runs it (pool::take_reactor): Asio may skip some of its locking.
-  boost::asio::io_context io_{1};
+  boost::asio::io_context io_;  // several workers may poll it at once (see interrupt())
+  // The wake-ups for other workers that this thread's poll ran (see reactor::interrupt).
+  static thread_local std::vector<worker_slot*> taken_interrupts;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
 };
+
+thread_local std::vector<worker_slot*> io_runner::taken_interrupts;
 
 }  // namespace detail
 

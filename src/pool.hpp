@@ -33,22 +33,29 @@ struct reporter {
 
 // pool_service is something an executor starts on demand and stops with its pool, after
 // the last fiber: its io_context (weft/asio.hpp).
+struct worker_slot;
+
 struct pool_service {
   virtual ~pool_service() = default;
 };
 
 // reactor is an event loop the workers run themselves, as Go's scheduler runs its netpoller:
-// an idle worker blocks in it instead of sleeping, and workers poll it (run what is ready)
-// before they sleep and now and then while busy, so that a completion usually wakes its
-// fiber on the worker that will run it. One worker at a time runs it.
+// one idle worker at a time blocks in it instead of sleeping, and every worker polls it (runs
+// what is ready, concurrently) before it sleeps and now and then while busy, so that a
+// completion usually wakes its fiber on the worker that will run it.
 struct reactor {
   virtual ~reactor() = default;
   // poll() runs the handlers that are ready, without blocking.
   virtual void poll() noexcept = 0;
   // run_one_until() blocks until one handler ran, interrupt() was called, or the deadline.
   virtual void run_one_until(std::chrono::steady_clock::time_point deadline) noexcept = 0;
-  // interrupt() ends a run_one_until() in progress (or the next one); any thread.
-  virtual void interrupt() noexcept = 0;
+  // interrupt() ends target's run_one_until() in progress (or its next one); any thread. A
+  // concurrent poll() on another worker may run the wake-up meant for target: the reactor then
+  // sends it again once that poll returns (see repeat_interrupts()).
+  virtual void interrupt(worker_slot& target) noexcept = 0;
+  // repeat_interrupts() re-sends the wake-ups the calling thread's last poll() took from
+  // workers still blocked in run_one_until().
+  virtual void repeat_interrupts() noexcept = 0;
 };
 
 class pool {
@@ -105,7 +112,9 @@ class pool {
 
   // set_reactor() has the workers run r from now on (r lives until the pool is destroyed).
   void set_reactor(reactor* r) noexcept { reactor_.store(r, std::memory_order_release); }
-  // take_reactor() is the reactor if there is one and no other worker runs it; give it back.
+  reactor* current_reactor() const noexcept { return reactor_.load(std::memory_order_acquire); }
+  // take_reactor() is the reactor if there is one and no other worker blocks in it; give it
+  // back.
   reactor* take_reactor() noexcept {
     reactor* r = reactor_.load(std::memory_order_acquire);
     if (r == nullptr || reactor_taken_.load(std::memory_order_relaxed) ||

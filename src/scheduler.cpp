@@ -69,7 +69,7 @@ void worker_slot::wake() noexcept {
   sleep_cv.notify_one();
   // seq_cst, like the poller's store before it reads `notified`: either it sees notified, or
   // this sees it polling and interrupts the reactor.
-  if (reactor* r = polling.load(std::memory_order_seq_cst)) r->interrupt();
+  if (reactor* r = polling.load(std::memory_order_seq_cst)) r->interrupt(*this);
 }
 
 algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) noexcept
@@ -314,14 +314,13 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
 }
 
 bool algorithm::poll_reactor() noexcept {
-  // Exclusive, like the blocking run: a poll beside a worker blocked in the reactor could run
-  // the handler that was to interrupt that worker, which would then sleep on with work for it.
-  reactor* r = pool_.take_reactor();
+  reactor* r = pool_.current_reactor();
   if (r == nullptr) return false;
   in_reactor_ = true;
   r->poll();
   in_reactor_ = false;
-  pool_.give_back_reactor();
+  // Outside the poll, so that this thread does not take them again at once.
+  r->repeat_interrupts();
   return true;
 }
 

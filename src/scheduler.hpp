@@ -109,8 +109,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // take_over() is the bookkeeping part: from now on this thread runs next.
   void take_over(boost::fibers::context* next) noexcept;
   void** outgoing_fake_stack() noexcept;
-  // poll_reactor() runs the ready handlers of the executor's reactor, if it has one and no
-  // other worker runs it (false if not).
+  // poll_reactor() runs the ready handlers of the executor's reactor, if it has one (false if
+  // not). Any number of workers may poll at once.
   bool poll_reactor() noexcept;
   eh_state& eh_of(boost::fibers::context* c) noexcept;
 
