@@ -31,10 +31,10 @@ struct reporter {
   }
 };
 
-// pool_service is something an executor starts on demand and stops with its pool, after
-// the last fiber: its io_context (weft/asio.hpp).
 struct worker_slot;
 
+// pool_service is something an executor starts on demand and stops with its pool, after
+// the last fiber: its io_context (weft/asio.hpp).
 struct pool_service {
   virtual ~pool_service() = default;
 };
