@@ -127,13 +127,13 @@ void leave(cancel_scope* s, fiber_record* f) noexcept {
   unlink<&fiber_record::scope_prev, &fiber_record::scope_next>(s->fibers, f);
 }
 
-bool is_cancellation(const std::exception_ptr& e) noexcept {
+errc error_code_of(const std::exception_ptr& e) noexcept {
   try {
     std::rethrow_exception(e);
   } catch (const error& x) {
-    return x.code() == errc::cancelled || x.code() == errc::deadline_exceeded;
+    return x.code().category() == error_category() ? static_cast<errc>(x.code().value()) : errc{};
   } catch (...) {
-    return false;
+    return errc{};
   }
 }
 

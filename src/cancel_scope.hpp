@@ -21,6 +21,7 @@
 
 #include <weft/detail/assert.hpp>
 #include <weft/detail/spinlock.hpp>
+#include <weft/error.hpp>
 
 namespace weft::detail {
 
@@ -97,9 +98,15 @@ inline const std::chrono::steady_clock::time_point* wait_limit(
   return &storage;
 }
 
+// error_code_of() is the errc of e when it is a weft::error, else errc{} (0: not one).
+errc error_code_of(const std::exception_ptr& e) noexcept;
+
 // is_cancellation() is true when e is what throw_cancelled() raises: a weft::error with
 // errc::cancelled or errc::deadline_exceeded.
-bool is_cancellation(const std::exception_ptr& e) noexcept;
+inline bool is_cancellation(const std::exception_ptr& e) noexcept {
+  const errc code = error_code_of(e);
+  return code == errc::cancelled || code == errc::deadline_exceeded;
+}
 
 // throw_cancelled() throws what a cancellation point raises in the cancelled scope s:
 // weft::error(deadline_exceeded) if its deadline came before any cancellation request,

@@ -31,14 +31,7 @@ namespace {
 // caused_by_cancel() is true for the errc::cancelled a child raises because its group was
 // cancelled: the group absorbs those.
 bool caused_by_cancel(const std::exception_ptr& e, const cancel_scope* scope) {
-  if (!is_cancelled(scope)) return false;
-  try {
-    std::rethrow_exception(e);
-  } catch (const error& x) {
-    return x.code() == errc::cancelled;
-  } catch (...) {
-    return false;
-  }
+  return is_cancelled(scope) && error_code_of(e) == errc::cancelled;
 }
 
 // out_of_time() is true for a failure that only says the group's work was cut short by the
