@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -32,7 +31,6 @@
 #include <string>
 #include <thread>
 
-#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio.hpp>
@@ -42,6 +40,9 @@
 #include <weft/asio.hpp>
 #include <weft/weft.hpp>
 
+#include "cli.hpp"
+#include "request_log.hpp"
+
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using asio::ip::tcp;
@@ -49,20 +50,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-weft::context_var<std::string> request_id("request_id", "-");
-
-// request_id_flag prints the calling fiber's request id where the log pattern says %*.
-class request_id_flag final : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg&, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    const std::string& id = request_id.get();
-    dest.append(id.data(), id.data() + id.size());
-  }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<request_id_flag>();
-  }
-};
+using example::request_id;
 
 struct options {
   unsigned short port = 8080;
@@ -82,15 +70,7 @@ void usage(std::FILE* to) {
 }
 
 long parse_number(const char* flag, const char* text, long min, long max) {
-  char* end = nullptr;
-  errno = 0;
-  const long v = text ? std::strtol(text, &end, 10) : 0;
-  if (text == nullptr || *text == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
-    std::fprintf(stderr, "http_service: %s needs a whole number from %ld to %ld, got '%s'\n", flag,
-                 min, max, text ? text : "");
-    std::exit(2);
-  }
-  return v;
+  return example::parse_number("http_service", flag, text, min, max);
 }
 
 options parse(int argc, char** argv) {
@@ -291,9 +271,7 @@ int main(int argc, char** argv) {
   const options o = parse(argc, argv);
   // Log lines go to stderr (stdout says where the service listens), each with the request id.
   spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
-  auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  formatter->add_flag<request_id_flag>('*').set_pattern("[%H:%M:%S.%e] [%*] %v");
-  spdlog::set_formatter(std::move(formatter));
+  example::log_with_request_id("[%H:%M:%S.%e] [%*] %v");
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
 
   weft::executor ex(o.threads);

@@ -1,32 +1,20 @@
 // logging: every spdlog line carries the request id of the fiber that logs it.
 //
-// A custom spdlog flag (%*) reads weft::context_var request_id; handlers log without
-// passing the id around, across nested fibers and worker threads.
+// A custom spdlog flag (%*, request_log.hpp) reads weft::context_var request_id; handlers log
+// without passing the id around, across nested fibers and worker threads.
 //
 // Run: ./build/examples/logging
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
 
 #include <weft/weft.hpp>
 
-weft::context_var<std::string> request_id("request_id", "-");
+#include "request_log.hpp"
 
-// request_id_flag formats %* as the calling fiber's current request id.
-class request_id_flag final : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg&, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    const std::string& id = request_id.get();
-    dest.append(id.data(), id.data() + id.size());
-  }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<request_id_flag>();
-  }
-};
+using example::request_id;
 
 void check_stock(int item) {
   spdlog::info("checking stock of item {}", item);
@@ -44,9 +32,7 @@ void handle(int order) {
 }
 
 int main() {
-  auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  formatter->add_flag<request_id_flag>('*').set_pattern("[%H:%M:%S.%e] [thread %t] [%*] %v");
-  spdlog::set_formatter(std::move(formatter));
+  example::log_with_request_id("[%H:%M:%S.%e] [thread %t] [%*] %v");
   spdlog::info("starting");  // outside any request: the default "-"
   weft::executor ex(2);
   ex.run([] {

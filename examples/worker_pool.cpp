@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +23,8 @@
 #include <thread>
 
 #include <weft/weft.hpp>
+
+#include "cli.hpp"
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
@@ -50,17 +51,9 @@ void usage(std::FILE* to) {
                "                   (default 10000)\n");
 }
 
-// parse_count() reads a positive integer flag value or exits with status 2.
+// parse_count() reads a positive whole-number flag value or exits with status 2.
 long parse_count(const char* flag, const char* text, long max) {
-  char* end = nullptr;
-  errno = 0;
-  const long v = text ? std::strtol(text, &end, 10) : 0;
-  if (text == nullptr || *text == '\0' || *end != '\0' || errno != 0 || v < 1 || v > max) {
-    std::fprintf(stderr, "worker_pool: %s needs a whole number from 1 to %ld, got '%s'\n", flag,
-                 max, text ? text : "");
-    std::exit(2);
-  }
-  return v;
+  return example::parse_number("worker_pool", flag, text, 1, max);
 }
 
 options parse(int argc, char** argv) {
