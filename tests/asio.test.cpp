@@ -33,6 +33,16 @@ tcp::acceptor listen_on_loopback(boost::asio::io_context& io) {
   return a;
 }
 
+// connected_pair() is a client socket connected to a server socket over loopback, through
+// `acceptor` (made on `io`).
+std::pair<tcp::socket, tcp::socket> connected_pair(boost::asio::io_context& io,
+                                                   tcp::acceptor& acceptor) {
+  tcp::socket client(io);
+  client.async_connect(acceptor.local_endpoint(), weft::use_fiber);
+  tcp::socket server = acceptor.async_accept(weft::use_fiber);
+  return {std::move(client), std::move(server)};
+}
+
 // echo() serves one connection until the peer closes it.
 void echo(tcp::socket s) {
   std::array<char, 256> buf;
@@ -147,9 +157,7 @@ TEST_CASE("a pending read is a cancellation point; the socket stays usable", "[a
   ex.run([&ex] {
     auto& io = weft::io_context(ex);
     tcp::acceptor acceptor = listen_on_loopback(io);
-    tcp::socket client(io);
-    client.async_connect(acceptor.local_endpoint(), weft::use_fiber);
-    tcp::socket server = acceptor.async_accept(weft::use_fiber);
+    auto [client, server] = connected_pair(io, acceptor);
     std::array<char, 4> buf{};
     std::atomic<int> code{0};
     std::atomic<bool> reading{false};
@@ -189,9 +197,7 @@ TEST_CASE("deadlines cancel accepts, reads and timers", "[asio]") {
     CHECK(code_of([&] { weft::with_timeout(5ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
           static_cast<int>(errc::deadline_exceeded));
     // A deadline already past: the operation starts, is cancelled at once.
-    tcp::socket client(io);
-    client.async_connect(acceptor.local_endpoint(), weft::use_fiber);
-    tcp::socket server = acceptor.async_accept(weft::use_fiber);
+    auto [client, server] = connected_pair(io, acceptor);
     std::array<char, 8> buf{};
     CHECK(code_of([&] {
             weft::with_deadline(clock_type::now() - 1s, [&] {
@@ -235,11 +241,21 @@ TEST_CASE("use_fiber works with an io_context someone else runs", "[asio]") {
   {
     weft::executor ex(2);
     ex.run([&] {
+      auto bound = conn_id.set(3);
       boost::asio::steady_timer t(io, 5ms);
+      const auto start = clock_type::now();
       t.async_wait(weft::use_fiber);
-      boost::asio::post(io, [] {});
-      const int v = boost::asio::post(io, boost::asio::use_future).valid() ? 1 : 0;
-      CHECK(v == 1);
+      CHECK(clock_type::now() - start >= 5ms);
+      // A completion that runs on that io_context's own thread, then back on a worker.
+      std::thread::id ran_on;
+      boost::asio::post(io, [&ran_on] { ran_on = std::this_thread::get_id(); });
+      boost::asio::post(io, weft::use_fiber);  // queued behind it: it has run by now
+      CHECK(ran_on == runner.get_id());
+      CHECK(conn_id.get() == 3);
+      // Cancellation works there too.
+      t.expires_after(60s);
+      CHECK(code_of([&] { weft::with_timeout(5ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
+            static_cast<int>(errc::deadline_exceeded));
     });
   }
   work.reset();
@@ -285,9 +301,7 @@ TEST_CASE("cancellation and deadlines of writes and connects", "[asio]") {
     auto& io = weft::io_context(ex);
     // A write that cannot finish: the peer never reads, the socket buffers fill up.
     tcp::acceptor acceptor = listen_on_loopback(io);
-    tcp::socket writer(io);
-    writer.async_connect(acceptor.local_endpoint(), weft::use_fiber);
-    tcp::socket idle_peer = acceptor.async_accept(weft::use_fiber);
+    auto [writer, idle_peer] = connected_pair(io, acceptor);
     const std::vector<char> big(64 << 20, 'w');
     std::atomic<int> code{0};
     weft::task_group g;

@@ -232,12 +232,7 @@ TEST_CASE("a task_group never absorbs deadline_exceeded", "[deadline]") {
                   throw weft::error(errc::deadline_exceeded, "rethrown by the test");
                 });
               }
-              try {
-                g.wait();
-              } catch (...) {
-                // ~task_group still waits for all six.
-                throw;
-              }
+              g.wait();  // throws; ~task_group then still waits for all six
             });
           }) == kDeadline);
     CHECK(deadline_seen == 6);
@@ -313,6 +308,14 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
     while (!go.load())
       std::this_thread::yield();
   };
+  // cancel_when_entered() cancels g once its child spins, lets the child go on, and waits.
+  auto cancel_when_entered = [&](weft::task_group& g) {
+    while (!entered.load())
+      std::this_thread::yield();
+    g.cancel();
+    go = true;
+    g.wait();
+  };
 
   SECTION("the deadline passed before the cancellation") {
     weft::task_group g(ex);
@@ -323,11 +326,7 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
         slept = code_of([] { weft::this_fiber::sleep_for(60s); });
       });
     });
-    while (!entered.load())
-      std::this_thread::yield();
-    g.cancel();
-    go = true;
-    g.wait();  // deadline_exceeded was caught by the child: nothing to rethrow
+    cancel_when_entered(g);  // deadline_exceeded was caught by the child: nothing to rethrow
     CHECK(seen == kDeadline);
     CHECK(slept == kDeadline);
   }
@@ -344,11 +343,7 @@ TEST_CASE("deadline and task_group::cancel: the cause that came first is the err
         slept = code_of([] { weft::this_fiber::sleep_for(60s); });
       });
     });
-    while (!entered.load())
-      std::this_thread::yield();
-    g.cancel();
-    go = true;
-    g.wait();
+    cancel_when_entered(g);
     CHECK(seen == kCancelled);
     CHECK(slept == kCancelled);
   }
