@@ -68,11 +68,6 @@ void request_cancel(cancel_scope* s) noexcept;
 void enter(cancel_scope* s, fiber_record* f) noexcept;
 void leave(cancel_scope* s, fiber_record* f) noexcept;
 
-// is_requested() is true once s (or an ancestor) was cancelled explicitly.
-inline bool is_requested(const cancel_scope* s) noexcept {
-  return s != nullptr && s->requested_at.load(std::memory_order_acquire) != never;
-}
-
 // is_cancelled() is true once s was cancelled or its deadline passed. One load, and a clock
 // read only under a deadline.
 inline bool is_cancelled(const cancel_scope* s) noexcept {
