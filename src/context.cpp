@@ -96,7 +96,6 @@ void discard_growth(node* top, const node* old_root) noexcept {
   release(top);
 }
 
-std::atomic<std::uint32_t> next_slot{0};
 std::atomic<std::uint64_t> next_id_block{1};
 
 // next_context_id() hands out context identities from a per-thread block, so making one
@@ -168,10 +167,6 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
   }
   root = result;
   return old;
-}
-
-std::uint32_t allocate_slot() noexcept {
-  return next_slot.fetch_add(1, std::memory_order_relaxed);
 }
 
 void throw_lookup_failed(const std::string& name) {

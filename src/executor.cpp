@@ -94,10 +94,12 @@ pool::pool(executor& ex, executor_options options)
       blocking(options.blocking_threads, options.name),
       owner_(&ex),
       options_(std::move(options)) {
+  asymmetric_fence::init();  // before any worker switches
   try {
     workers_.reserve(options_.threads);
     for (unsigned i = 0; i < options_.threads; ++i) {
       workers_.push_back(std::make_unique<worker_slot>());
+      workers_.back()->index = i;
     }
     threads_.reserve(options_.threads);
     for (unsigned i = 0; i < options_.threads; ++i) {
@@ -183,21 +185,28 @@ executor_stats pool::stats() const noexcept {
 
 void pool::launch(job* j) {
   WEFT_ASSERT(tl_pool == this && tl_slot != nullptr, "a fiber launched off its pool's workers");
-  worker_slot::bump(tl_slot->spawned);
-  // The record takes the top of the stack; Boost gets the rest.
-  constexpr std::size_t record_bytes = (sizeof(fiber_record) + 63) / 64 * 64;
+  worker_slot& here = *tl_slot;
+  const std::uint64_t nth = worker_slot::bump(here.spawned);
+  // The slot and the record take the top of the stack; Boost gets the rest.
   boost::context::stack_context stack = stacks.allocate();
   char* top = static_cast<char*>(stack.sp);
-  auto* rec = new (top - record_bytes) fiber_record(*this, j);
+  auto* slot = reinterpret_cast<fiber_slot*>(top - sizeof(fiber_slot));
+  auto* rec = new (record_below(slot)) fiber_record(*this, j, *slot);
+  // Ids need no shared counter: worker i hands out i+1, i+1+n, i+1+2n, ...
+  rec->id = (nth - 1) * size() + here.index + 1;
+  const fiber_record* parent = current_record();
+  // Before the fiber is queued (awakened() marks the slot ready): a listing reads it then.
+  slot->publish(
+      {rec->id, parent != nullptr && &parent->owner == this ? parent->id : 0, coarse_now()});
   rec->stack_bottom = top - stack.size;
-  rec->stack_size = stack.size - record_bytes;
-  stack.sp = top - record_bytes;
-  stack.size -= record_bytes;
+  rec->stack_size = stack.size - reserved_bytes;
+  stack.sp = top - reserved_bytes;
+  stack.size -= reserved_bytes;
   try {
     asan::creating_fiber no_fake_frames;
     boost::fibers::fiber f(boost::fibers::launch::post,
                            static_cast<boost::fibers::fiber_properties*>(rec), std::allocator_arg,
-                           prepared_stack{&stacks, stack, record_bytes},
+                           prepared_stack{&stacks, stack, reserved_bytes},
                            [rec]() noexcept { rec->main(); });
     f.detach();  // from here on the fiber may already have run and ended elsewhere
   } catch (...) {
@@ -206,7 +215,7 @@ void pool::launch(job* j) {
     j->scope = std::exchange(rec->scope, nullptr);
     rec->~fiber_record();
     stack.sp = top;
-    stack.size += record_bytes;
+    stack.size += reserved_bytes;
     stacks.deallocate(stack);
     throw;
   }
@@ -397,6 +406,10 @@ void executor::join() {
 
 executor_stats executor::stats() const noexcept {
   return pool_->stats();
+}
+
+std::vector<fiber_info> executor::fibers() const {
+  return pool_->fibers();
 }
 
 unsigned executor::thread_count() const noexcept {

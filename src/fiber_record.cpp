@@ -3,6 +3,7 @@
 #include "fiber_record.hpp"
 
 #include <cxxabi.h>
+#include <time.h>
 
 #include <utility>
 
@@ -38,8 +39,14 @@ void restore_eh(const eh_state& from) noexcept {
   g->uncaught_exceptions = from.uncaught;
 }
 
-fiber_record::fiber_record(pool& p, job* j) noexcept
-    : boost::fibers::fiber_properties(nullptr), owner(p), work(j) {
+std::int64_t coarse_now() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+fiber_record::fiber_record(pool& p, job* j, fiber_slot& s) noexcept
+    : boost::fibers::fiber_properties(nullptr), owner(p), work(j), slot(s) {
   is_pool_fiber = true;
   own.root = std::exchange(j->context, nullptr);
   scope = std::exchange(j->scope, nullptr);

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 
 #include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/properties.hpp>
@@ -38,6 +39,54 @@ struct eh_state {
 void save_eh(eh_state& into) noexcept;
 void restore_eh(const eh_state& from) noexcept;
 
+// fiber_slot is the top 64 bytes of every fiber stack: who uses the stack now, in words that
+// introspection (executor::fibers()) reads at any time from any thread. Unlike the record
+// below it, it outlives its fiber: a stack stays mapped until its executor goes, and one
+// whose pages were given back reads as zeros, which says "free". Its words are only ever
+// accessed through std::atomic_ref (the memory comes from mmap, no object is constructed).
+struct alignas(64) fiber_slot {
+  enum state_t : std::uint32_t { free = 0, ready, running, suspended };
+  std::uint32_t state;  // written by whoever moves the fiber: its worker, or awakened()
+  std::uint64_t id;     // of the fiber using the stack; 0 while the three are rewritten
+  std::uint64_t parent;
+  std::int64_t born;  // CLOCK_MONOTONIC_COARSE, nanoseconds
+
+  void set_state(state_t s) noexcept {
+    std::atomic_ref<std::uint32_t>(state).store(s, std::memory_order_release);
+  }
+  state_t get_state() noexcept {
+    return static_cast<state_t>(
+        std::atomic_ref<std::uint32_t>(state).load(std::memory_order_acquire));
+  }
+
+  // The identity is a sequence lock keyed by the id (ids are never reused): a reader that
+  // sees the same non-zero id before and after reading the rest read one fiber's identity.
+  struct identity {
+    std::uint64_t id, parent;
+    std::int64_t born;
+  };
+  void publish(const identity& who) noexcept {
+    std::atomic_ref<std::uint64_t>(id).store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    std::atomic_ref<std::uint64_t>(parent).store(who.parent, std::memory_order_relaxed);
+    std::atomic_ref<std::int64_t>(born).store(who.born, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(id).store(who.id, std::memory_order_release);
+  }
+  // read() is false while the identity is being rewritten or the slot was never used.
+  bool read(identity& who) noexcept {
+    who.id = std::atomic_ref<std::uint64_t>(id).load(std::memory_order_acquire);
+    who.parent = std::atomic_ref<std::uint64_t>(parent).load(std::memory_order_relaxed);
+    who.born = std::atomic_ref<std::int64_t>(born).load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return who.id != 0 &&
+           std::atomic_ref<std::uint64_t>(id).load(std::memory_order_relaxed) == who.id;
+  }
+};
+
+// coarse_now() is CLOCK_MONOTONIC_COARSE in nanoseconds: a fiber's birth time, cheap enough
+// for every spawn (a few ns; the precise clock costs several times that).
+std::int64_t coarse_now() noexcept;
+
 // fiber_record is the record of one pool fiber. It lives at the top of the fiber's own
 // stack (no allocation of its own); Boost.Fiber holds it as the fiber's properties and
 // destroys it with the fiber's context, just before the stack goes back to the pool. The
@@ -46,7 +95,7 @@ class fiber_record final : public boost::fibers::fiber_properties,
                            public fiber_state,
                            public waiter {
  public:
-  fiber_record(pool& owner, job* work) noexcept;
+  fiber_record(pool& owner, job* work, fiber_slot& slot) noexcept;
   ~fiber_record() override;
 
   // The memory is part of the fiber's stack: Boost's `delete` must only run the destructor.
@@ -92,6 +141,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
   pool& owner;
   job* work;
+  fiber_slot& slot;      // just above the record, at the top of the stack
+  std::uint64_t id = 0;  // unique in the executor, > 0
+
   bool yielding = false;  // this_fiber::yield(): queue behind the others, not in front
   bool ending = false;    // main() returns next: the sanitizer may free its fake stack
   eh_state eh;
@@ -111,6 +163,13 @@ class fiber_record final : public boost::fibers::fiber_properties,
   std::atomic<bool> queued_{false};
 #endif
 };
+
+// A fiber's record sits right below its slot, both at the top of its stack.
+inline constexpr std::size_t record_bytes = (sizeof(fiber_record) + 63) / 64 * 64;
+inline constexpr std::size_t reserved_bytes = record_bytes + sizeof(fiber_slot);
+inline fiber_record* record_below(fiber_slot* s) noexcept {
+  return reinterpret_cast<fiber_record*>(reinterpret_cast<char*>(s) - record_bytes);
+}
 
 // current_record() is the calling pool fiber's record, or nullptr on a plain thread.
 inline fiber_record* current_record() noexcept {

@@ -14,6 +14,7 @@
 
 #include <weft/executor.hpp>
 
+#include "asymmetric_fence.hpp"
 #include "blocking_pool.hpp"
 #include "scheduler.hpp"
 #include "stack_pool.hpp"
@@ -125,6 +126,19 @@ class pool {
   }
   void give_back_reactor() noexcept { reactor_taken_.store(false, std::memory_order_release); }
 
+  // fibers() is executor::fibers() (introspection.cpp).
+  std::vector<fiber_info> fibers() const;
+
+  // resuming() is a worker's side of the handshake with fibers(), before it runs the fiber
+  // of `slot`: it marks the fiber running, then waits while a listing copies its context
+  // (see asymmetric_fence.hpp: the mark and the look need no locked instruction).
+  void resuming(fiber_slot& slot) const noexcept {
+    slot.set_state(fiber_slot::running);
+    asymmetric_fence::light();
+    if (pinning_.load(std::memory_order_acquire) != 0) [[unlikely]]
+      wait_unpinned(slot);
+  }
+
   // owner() is the executor whose pool this is (its stand-in once orphaned).
   executor* owner() const noexcept { return owner_.load(std::memory_order_acquire); }
   reporter* const unhandled;
@@ -133,6 +147,7 @@ class pool {
 
  private:
   void worker_main(unsigned index);
+  void wait_unpinned(const fiber_slot& slot) const noexcept;
   // stop_workers() tells every worker to exit (there is no work left) and joins them.
   void stop_workers() noexcept;
 
@@ -163,6 +178,12 @@ class pool {
   std::atomic<bool> reactor_taken_{false};
   std::mutex services_mutex_;
   std::unique_ptr<pool_service> services_[service_slots];
+
+  // fibers() pins up to kPins fibers at a time: a worker does not resume a pinned fiber.
+  static constexpr unsigned kPins = 64;
+  alignas(64) mutable std::atomic<unsigned> pinning_{0};  // pins_[0, pinning_) are in use
+  mutable std::atomic<const fiber_slot*> pins_[kPins] = {};
+  mutable std::mutex inspect_mutex_;  // one listing at a time
 };
 
 // tl_pool is the pool whose worker the calling thread is, or nullptr.

@@ -112,7 +112,10 @@ void algorithm::awakened(context* ctx) noexcept {
   }
   ctx->detach();
   fiber_record* rec = record_of(ctx);
-  if (rec != nullptr) rec->note_queued();
+  if (rec != nullptr) {
+    rec->note_queued();
+    rec->slot.set_state(fiber_slot::ready);
+  }
   {
     std::lock_guard<spinlock> g(self_.lock);
     if (rec != nullptr && (rec->yielding || in_reactor_)) {
@@ -240,8 +243,15 @@ void algorithm::take_over(context* next) noexcept {
   restore_eh(eh_of(next));
   fiber_record* out = record_of(running_);
   fiber_record* rec = record_of(next);
-  if (out != nullptr) out->note_off_cpu();
-  if (rec != nullptr) rec->note_on_cpu();
+  if (out != nullptr) {
+    out->note_off_cpu();
+    // A yielding fiber is queued (awakened(): ready) only after this switch.
+    out->slot.set_state(out->ending ? fiber_slot::free : fiber_slot::suspended);
+  }
+  if (rec != nullptr) {
+    pool_.resuming(rec->slot);
+    rec->note_on_cpu();
+  }
   running_ = next;
   fiber_state* f = rec ? static_cast<fiber_state*>(rec) : &thread_record_;
   tl_fiber = f;

@@ -73,8 +73,13 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> spawned{0};  // fibers started here
   std::atomic<std::uint64_t> steals{0};   // fibers this worker took from another's queue
 
-  static void bump(std::atomic<std::uint64_t>& counter) noexcept {
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  unsigned index = 0;  // of this worker in its pool
+
+  // bump() adds one and returns the new count.
+  static std::uint64_t bump(std::atomic<std::uint64_t>& counter) noexcept {
+    const std::uint64_t n = counter.load(std::memory_order_relaxed) + 1;
+    counter.store(n, std::memory_order_relaxed);
+    return n;
   }
 
   // wake() ends (or pre-empts) this worker's next sleep.

@@ -52,6 +52,26 @@ class stack_pool {
   // fibers would notice.
   bool trim(std::size_t batch) noexcept;
 
+  // for_each_top() calls f(top) with the top of every stack mapped so far, used or not. The
+  // memory stays mapped until the pool is destroyed, so f may read it while fibers run.
+  template <class F>
+  void for_each_top(F f) const {
+    std::vector<slab> carved;
+    {
+      std::lock_guard<spinlock> g(lock_);
+      carved = slabs_;
+      if (!carved.empty()) {
+        carved.back().bytes =
+            static_cast<std::size_t>(next_ - static_cast<char*>(carved.back().base));
+      }
+    }
+    for (const slab& s : carved) {
+      for (std::size_t at = stride_; at <= s.bytes; at += stride_) {
+        f(static_cast<char*>(s.base) + at);
+      }
+    }
+  }
+
   // allocated() is the number of stacks mapped so far (in use, or pooled for reuse).
   std::size_t allocated() const noexcept {
     std::lock_guard<spinlock> g(lock_);

@@ -17,31 +17,12 @@
 
 using namespace std::chrono_literals;
 using test::code_of;
+using test::gate;
 using weft::errc;
 
 namespace {
 
 weft::context_var<std::string> who("who");
-
-// gate is a one-shot latch for plain threads (blocking threads block on it, on purpose).
-class gate {
- public:
-  void open() {
-    std::lock_guard<std::mutex> g(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  // wait() returns whether the gate opened within the (generous) limit.
-  bool wait(std::chrono::seconds limit = 30s) {
-    std::unique_lock<std::mutex> lk(m_);
-    return cv_.wait_for(lk, limit, [this] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 struct custom_failure : std::runtime_error {
   using std::runtime_error::runtime_error;

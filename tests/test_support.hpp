@@ -2,7 +2,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <weft/error.hpp>
@@ -39,6 +43,38 @@ std::string message_of(F&& f) {
     return e.what();
   }
   return {};
+}
+
+// gate is a one-shot latch for plain threads (blocking threads block on it, on purpose).
+class gate {
+ public:
+  void open() {
+    std::lock_guard<std::mutex> g(m_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // wait() returns whether the gate opened within the (generous) limit.
+  bool wait(std::chrono::seconds limit = std::chrono::seconds(30)) {
+    std::unique_lock<std::mutex> lk(m_);
+    return cv_.wait_for(lk, limit, [this] { return open_; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// eventually() polls cond until it holds or `limit` passes (then it is false): for states
+// that other threads reach in their own time.
+template <class Cond>
+bool eventually(Cond cond, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 }  // namespace test

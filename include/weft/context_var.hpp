@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -18,9 +19,28 @@ class context;
 
 namespace detail {
 
-// allocate_slot() hands out the dense slot number of a new context_var (never reused: a
-// value bound under a slot keeps its type for as long as any snapshot holds it).
-std::uint32_t allocate_slot() noexcept;
+// value_printer writes the value of a cell of one variable (introspection: executor::fibers()).
+using value_printer = void (*)(const cell* c, std::ostream& out);
+
+// printable<T>: a T can be written with operator<<.
+template <class T>
+concept printable = requires(std::ostream& out, const T& v) {
+  out << v;
+};
+
+template <class T>
+void print_value(const cell* c, std::ostream& out) {
+  if constexpr (printable<T>) {
+    out << static_cast<const value_cell<T>*>(c)->value;
+  } else {
+    out << "<unprintable>";
+  }
+}
+
+// register_var() hands out the dense slot number of a new context_var (never reused: a value
+// bound under a slot keeps its type for as long as any snapshot holds it) and records its
+// name and printer for introspection.
+std::uint32_t register_var(const std::string& name, value_printer print);
 
 [[noreturn]] void throw_lookup_failed(const std::string& name);
 
@@ -48,13 +68,14 @@ class context_var {
 
  public:
   // context_var(name) makes a variable with no default: get() throws while it is unbound.
-  explicit context_var(std::string name) : name_(std::move(name)), slot_(detail::allocate_slot()) {}
+  explicit context_var(std::string name)
+      : name_(std::move(name)), slot_(detail::register_var(name_, &detail::print_value<T>)) {}
 
   // context_var(name, default_value): get() returns default_value while it is unbound.
   context_var(std::string name, T default_value)
       : name_(std::move(name)),
         default_(std::in_place, std::move(default_value)),
-        slot_(detail::allocate_slot()) {}
+        slot_(detail::register_var(name_, &detail::print_value<T>)) {}
 
   context_var(const context_var&) = delete;
   context_var& operator=(const context_var&) = delete;

@@ -6,15 +6,18 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <weft/detail/job.hpp>
 #include <weft/error.hpp>
+#include <weft/introspection.hpp>
 #include <weft/task.hpp>
 
 namespace weft {
@@ -53,20 +56,6 @@ struct executor_options {
 
   static constexpr unsigned max_threads = 16384;
   static constexpr std::size_t max_stack_size = std::size_t{1} << 30;
-};
-
-// executor_stats is a cheap snapshot of an executor's counters (executor::stats()). Each
-// field is read on its own while the pool runs: they are consistent with each other only once
-// it is idle.
-struct executor_stats {
-  unsigned threads = 0;           // worker threads
-  std::size_t live_fibers = 0;    // spawned and not finished
-  std::size_t ready_fibers = 0;   // queued to run right now
-  std::uint64_t spawned = 0;      // fibers started since the executor was made
-  std::uint64_t steals = 0;       // times a worker took a fiber from another worker's queue
-  unsigned blocking_threads = 0;  // threads of the offload() pool alive now
-  unsigned blocking_busy = 0;     // of which running a call
-  std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
 };
 
 class executor;
@@ -168,6 +157,17 @@ class executor {
   // stats() is a snapshot of the executor's counters; cheap (a few loads per worker),
   // callable from any thread or fiber at any time.
   executor_stats stats() const noexcept;
+
+  // fibers() lists every live fiber of this executor (weft/introspection.hpp), sorted by
+  // id. Callable from any thread or fiber while the pool runs: it stops nobody. A worker about
+  // to resume a fiber whose context is being copied waits for that copy (well under a
+  // microsecond), and a fiber that keeps running on another worker throughout is listed
+  // without its context. Fibers that start or end meanwhile may or may not be listed.
+  std::vector<fiber_info> fibers() const;
+
+  // dump() writes fibers() for people: a summary line, then one fiber a line, each under
+  // the fiber that spawned it, with its context.
+  void dump(std::ostream& out) const;
 
   // thread_count() is the number of worker threads.
   unsigned thread_count() const noexcept;

@@ -1,0 +1,54 @@
+// weft/introspection.hpp: what executor::stats(), executor::fibers() and executor::dump()
+// report about a running pool.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace weft {
+
+// executor_stats is a cheap snapshot of an executor's counters (executor::stats()). Each
+// field is read on its own while the pool runs: they are consistent with each other only once
+// it is idle.
+struct executor_stats {
+  unsigned threads = 0;           // worker threads
+  std::size_t live_fibers = 0;    // spawned and not finished
+  std::size_t ready_fibers = 0;   // queued to run right now
+  std::uint64_t spawned = 0;      // fibers started since the executor was made
+  std::uint64_t steals = 0;       // times a worker took a fiber from another worker's queue
+  unsigned blocking_threads = 0;  // threads of the offload() pool alive now
+  unsigned blocking_busy = 0;     // of which running a call
+  std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
+};
+
+// fiber_state is what a fiber is doing when a listing sees it.
+enum class fiber_state {
+  running,    // on a worker thread now
+  ready,      // queued to run (not started yet, woken, or yielded)
+  suspended,  // waiting: on a task, a group, a sleep, a lock, I/O, an offload()ed call
+};
+
+// to_string() is "running", "ready" or "suspended".
+std::string_view to_string(fiber_state s) noexcept;
+
+// fiber_info describes one live fiber (executor::fibers()).
+struct fiber_info {
+  std::uint64_t id = 0;      // unique in its executor, > 0; ids are never reused
+  std::uint64_t parent = 0;  // id of the fiber of this executor that spawned it, 0 if none
+                             // (submitted from outside the pool); it may have ended since
+  fiber_state state = fiber_state::ready;
+  std::chrono::steady_clock::duration age{};  // since spawn (to a few milliseconds)
+  // name -> value of each bound context_var, in the order the variables were defined; the
+  // value printed with operator<< where the type has one, else "<unprintable>".
+  std::vector<std::pair<std::string, std::string>> context;
+  // context_known is false for a fiber that kept running on another worker all through the
+  // listing: its context cannot be read without stopping it, so `context` is empty.
+  bool context_known = true;
+};
+
+}  // namespace weft

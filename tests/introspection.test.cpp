@@ -1,0 +1,277 @@
+// Tests of executor::fibers() and executor::dump() (API.md "Introspection").
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using test::eventually;
+using test::gate;
+
+namespace {
+
+struct opaque {
+  int x = 0;
+};
+struct loud {
+  int x = 0;
+};
+std::ostream& operator<<(std::ostream& out, const loud& l) {
+  if (l.x < 0) throw std::runtime_error("cannot print");
+  return out << "loud(" << l.x << ')';
+}
+
+weft::context_var<std::string> request("intro.request");
+weft::context_var<int> tenant("intro.tenant");
+weft::context_var<opaque> secret("intro.secret");
+weft::context_var<loud> noisy("intro.noisy");
+
+// value() is the printed value of the variable called name in f's context, if bound.
+std::optional<std::string> value(const weft::fiber_info& f, const std::string& name) {
+  for (const auto& [n, v] : f.context) {
+    if (n == name) return v;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> names(const weft::fiber_info& f) {
+  std::vector<std::string> result;
+  for (const auto& entry : f.context)
+    result.push_back(entry.first);
+  return result;
+}
+
+// The one fiber whose context binds request to `id`, or nullptr.
+const weft::fiber_info* with_request(const std::vector<weft::fiber_info>& all,
+                                     const std::string& id) {
+  const weft::fiber_info* found = nullptr;
+  for (const auto& f : all) {
+    if (value(f, "intro.request") == id) {
+      if (found != nullptr) return nullptr;
+      found = &f;
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("fibers() lists waiting fibers as suspended, with parent, age and context",
+          "[introspection]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  gate release;
+  auto parent = ex.spawn([&] {
+    auto r = request.scoped("r-1");
+    auto t = tenant.scoped(7);
+    auto s = secret.scoped(opaque{});
+    auto n = noisy.scoped(loud{-1});
+    auto child = weft::spawn([&] {
+      auto inner = tenant.scoped(8);
+      auto words = request.scoped("two words");
+      weft::offload([&] { release.wait(); });  // suspended until the test opens the gate
+    });
+    child.get();
+  });
+  std::vector<weft::fiber_info> all;
+  const weft::fiber_info* p = nullptr;
+  const weft::fiber_info* c = nullptr;
+  REQUIRE(eventually([&] {
+    all = ex.fibers();
+    p = with_request(all, "r-1");
+    c = with_request(all, "two words");
+    return all.size() == 2 && p != nullptr && c != nullptr &&
+           p->state == weft::fiber_state::suspended && c->state == weft::fiber_state::suspended;
+  }));
+  CHECK(p->id > 0);
+  CHECK(p->parent == 0);  // submitted from a plain thread
+  CHECK(c->parent == p->id);
+  CHECK(c->id != p->id);
+  CHECK(p->context_known);
+  CHECK(c->context_known);
+  CHECK(p->age >= 0s);
+  CHECK(p->age < 10min);
+  // In the order the variables were defined; values with operator<< printed, others not.
+  CHECK(names(*p) ==
+        std::vector<std::string>{"intro.request", "intro.tenant", "intro.secret", "intro.noisy"});
+  CHECK(value(*p, "intro.tenant") == "7");
+  CHECK(value(*p, "intro.secret") == "<unprintable>");
+  CHECK(value(*p, "intro.noisy") == "<operator<< threw>");
+  CHECK(value(*c, "intro.tenant") == "8");
+  CHECK(value(*c, "intro.secret") == "<unprintable>");
+
+  std::ostringstream out;
+  ex.dump(out);
+  const std::string text = out.str();
+  INFO(text);
+  CHECK(text.find("2 fibers (0 running, 0 ready, 2 suspended)") != std::string::npos);
+  const std::string parent_line = "\nfiber " + std::to_string(p->id) + " suspended ";
+  const std::string child_line = "\n  fiber " + std::to_string(c->id) + " suspended ";
+  REQUIRE(text.find(parent_line) != std::string::npos);
+  CHECK(text.find(child_line) > text.find(parent_line));  // the child under its parent
+  CHECK(text.find("intro.request=r-1 intro.tenant=7") != std::string::npos);
+  CHECK(text.find("intro.request=\"two words\"") != std::string::npos);
+
+  release.open();
+  parent.get();
+  ex.join();
+  CHECK(ex.fibers().empty());
+}
+
+TEST_CASE("fibers() shows spawned fibers that have not run yet as ready", "[introspection]") {
+  weft::executor ex(1);  // while the caller runs, its children cannot
+  ex.run([&] {
+    auto r = request.scoped("caller");
+    std::vector<weft::task<void>> children;
+    for (int i = 0; i < 10; ++i) {
+      auto t = tenant.scoped(i);
+      children.push_back(weft::spawn([] {}));
+    }
+    const auto all = ex.fibers();
+    REQUIRE(all.size() == 11);
+    const weft::fiber_info* self = nullptr;
+    int ready = 0;
+    for (const auto& f : all) {
+      if (f.state == weft::fiber_state::running) {
+        self = &f;
+      } else {
+        CHECK(f.state == weft::fiber_state::ready);
+        CHECK(value(f, "intro.request") == "caller");
+        CHECK(value(f, "intro.tenant").has_value());
+        ++ready;
+      }
+    }
+    REQUIRE(self != nullptr);  // the caller itself, with its own context
+    CHECK(self->context_known);
+    CHECK(value(*self, "intro.request") == "caller");
+    CHECK(!value(*self, "intro.tenant").has_value());
+    CHECK(ready == 10);
+    for (const auto& f : all) {
+      if (&f != self) CHECK(f.parent == self->id);
+    }
+    for (auto& t : children)
+      t.get();
+  });
+}
+
+TEST_CASE("a fiber that keeps running on another worker is listed without its context",
+          "[introspection]") {
+  weft::executor ex(2);
+  std::atomic<bool> spinning{false};
+  std::atomic<bool> stop{false};
+  auto spinner = ex.spawn([&] {
+    auto r = request.scoped("spinner");
+    spinning = true;
+    while (!stop.load()) {
+      // computes without a pause: never off its worker
+    }
+  });
+  REQUIRE(eventually([&] { return spinning.load(); }));
+  const auto all = ex.fibers();
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].state == weft::fiber_state::running);
+  CHECK(!all[0].context_known);
+  CHECK(all[0].context.empty());
+  std::ostringstream out;
+  ex.dump(out);
+  CHECK(out.str().find("<context not read: running>") != std::string::npos);
+  stop = true;
+  spinner.get();
+}
+
+TEST_CASE("ids are unique and never reused; a fiber spawned from outside has no parent",
+          "[introspection]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  weft::executor ex(threads);
+  gate release;
+  std::vector<weft::task<void>> waiting;
+  for (int i = 0; i < 100; ++i) {
+    waiting.push_back(ex.spawn([&] { weft::offload([&] { release.wait(); }); }));
+  }
+  std::vector<weft::fiber_info> first;
+  REQUIRE(eventually([&] {
+    first = ex.fibers();
+    return first.size() == 100;
+  }));
+  for (std::size_t i = 0; i < first.size(); ++i) {
+    CHECK(first[i].id > 0);
+    CHECK(first[i].parent == 0);
+    if (i > 0) CHECK(first[i].id > first[i - 1].id);  // sorted, distinct
+  }
+  release.open();
+  for (auto& t : waiting)
+    t.get();
+  // The same stacks are reused by new fibers: new ids.
+  const auto later = ex.run([&ex] { return ex.fibers(); });
+  REQUIRE(later.size() == 1);
+  for (const auto& f : first)
+    CHECK(f.id != later[0].id);
+}
+
+TEST_CASE("listings while thousands of fibers spawn, migrate and end", "[introspection]") {
+  const unsigned threads = GENERATE(2u, 4u);
+  weft::executor ex(threads);
+  std::atomic<bool> done{false};
+  std::atomic<int> listings{0};
+  // A listing from a plain thread and one from a fiber, over and over, while trees of
+  // fibers bind values, yield (migrate) and end.
+  auto check = [](const std::vector<weft::fiber_info>& all) {
+    for (const auto& f : all) {
+      REQUIRE(f.id > 0);
+      if (auto t = value(f, "intro.tenant")) {
+        // Every fiber of the trees binds its depth: a number from 0 to 4.
+        REQUIRE(t->size() == 1);
+        REQUIRE((*t)[0] >= '0');
+        REQUIRE((*t)[0] <= '4');
+      }
+    }
+  };
+  std::thread outside([&] {
+    while (!done) {
+      check(ex.fibers());
+      std::ostringstream sink;
+      ex.dump(sink);
+      ++listings;
+    }
+  });
+  auto inside = ex.spawn([&] {
+    while (!done) {
+      check(ex.fibers());
+      ++listings;
+      weft::this_fiber::yield();
+    }
+  });
+  struct tree {
+    static void grow(int depth) {
+      auto t = tenant.scoped(depth);
+      auto r = request.scoped("tree level " + std::to_string(depth));
+      weft::this_fiber::yield();
+      if (depth == 4) return;
+      weft::task_group g;
+      for (int i = 0; i < 4; ++i)
+        g.spawn([depth] { grow(depth + 1); });
+      weft::this_fiber::yield();
+      g.wait();
+    }
+  };
+  for (int round = 0; round < 10; ++round)
+    ex.run([] { tree::grow(0); });  // 341 fibers a round
+  REQUIRE(eventually([&] { return listings.load() >= 4; }));
+  done = true;
+  outside.join();
+  inside.get();
+  ex.join();
+  CHECK(ex.fibers().empty());
+  CHECK(ex.stats().spawned == 10 * 341 + 1);  // run() spawns each root
+}
