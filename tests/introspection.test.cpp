@@ -1,9 +1,13 @@
 // Tests of executor::fibers() and executor::dump() (API.md "Introspection").
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -16,6 +20,7 @@
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
+using test::code_of;
 using test::eventually;
 using test::gate;
 
@@ -274,4 +279,50 @@ TEST_CASE("listings while thousands of fibers spawn, migrate and end", "[introsp
   ex.join();
   CHECK(ex.fibers().empty());
   CHECK(ex.stats().spawned == 10 * 341 + 1);  // run() spawns each root
+}
+
+TEST_CASE("dump_on_signal writes a dump when the signal arrives, from its own thread",
+          "[introspection][signal]") {
+  weft::executor ex(2);
+  int ends[2];
+  REQUIRE(::pipe2(ends, O_CLOEXEC | O_NONBLOCK) == 0);
+  gate release;
+  auto waiting = ex.spawn([&] {
+    auto r = request.scoped("signalled");
+    weft::offload([&] { release.wait(); });
+  });
+  REQUIRE(eventually([&] {
+    const auto all = ex.fibers();
+    return all.size() == 1 && all[0].state == weft::fiber_state::suspended;
+  }));
+  {
+    weft::dump_on_signal dumper(ex, SIGUSR2, ends[1]);
+    CHECK(code_of([&] { weft::dump_on_signal twice(ex, SIGUSR2); }) ==
+          int(weft::errc::invalid_argument));
+    CHECK(code_of([&] { weft::dump_on_signal uncatchable(ex, SIGKILL); }) ==
+          int(weft::errc::invalid_argument));
+    CHECK(code_of([&] { weft::dump_on_signal no_such(ex, 0); }) ==
+          int(weft::errc::invalid_argument));
+    CHECK(dumper.dumps() == 0);
+    std::raise(SIGUSR2);
+    REQUIRE(eventually([&] { return dumper.dumps() == 1; }));
+    std::raise(SIGUSR2);
+    REQUIRE(eventually([&] { return dumper.dumps() == 2; }));
+  }
+  std::string text;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(ends[0], buffer, sizeof buffer)) > 0;)
+    text.append(buffer, static_cast<std::size_t>(n));
+  INFO(text);
+  CHECK(text.find("weft executor '" + ex.name() + "': 2 threads, 1 fibers") == 0);
+  CHECK(text.find("suspended") != std::string::npos);
+  CHECK(text.find("intro.request=signalled") != std::string::npos);
+  // Two dumps, one after the other.
+  CHECK(text.find("weft executor", 1) != std::string::npos);
+  // Once the dumper is gone, the signal is free for another.
+  { weft::dump_on_signal again(ex, SIGUSR2, ends[1]); }
+  ::close(ends[0]);
+  ::close(ends[1]);
+  release.open();
+  waiting.get();
 }

@@ -80,6 +80,67 @@ TEST_CASE("a 1M-fiber spawn tree sees exactly its ancestors' values", "[.stress]
   CHECK(tree_wrong == 0);
 }
 
+// chain_consistent() checks a listed fiber's context: the levels bound are a prefix of
+// level0..level5, and each is its parent's path with one more digit (tree_node()).
+bool chain_consistent(const weft::fiber_info& f) {
+  std::vector<std::uint64_t> levels;
+  for (const auto& [name, value] : f.context) {
+    if (name.rfind("level", 0) != 0) continue;
+    if (name != "level" + std::to_string(levels.size())) return false;  // a gap
+    levels.push_back(std::stoull(value));
+  }
+  for (std::size_t l = 1; l < levels.size(); ++l) {
+    if (levels[l] / 10 != levels[l - 1]) return false;
+  }
+  return true;
+}
+
+TEST_CASE("listings of a 1M-fiber spawn tree while it runs: every context is consistent",
+          "[.stress]") {
+  tree_wrong = 0;
+  tree_fibers = 0;
+  weft::executor_options o;
+  o.threads = 4;
+  o.stack_size = 32 * 1024;
+  weft::executor ex(o);
+  std::atomic<bool> done{false};
+  std::atomic<long> listed{0}, inconsistent{0}, listings{0};
+  auto lister = [&] {
+    for (const auto& f : ex.fibers()) {
+      ++listed;
+      if (f.context_known && !chain_consistent(f)) ++inconsistent;
+    }
+    ++listings;
+  };
+  std::thread outside([&] {
+    while (!done)
+      lister();
+  });
+  auto inside = ex.spawn([&] {
+    while (!done) {
+      lister();
+      weft::this_fiber::sleep_for(1ms);
+    }
+  });
+  ex.run([] {
+    auto t = level_vars[0]->set(0);
+    std::vector<weft::task<void>> kids;
+    for (int i = 0; i < 10; ++i)
+      kids.push_back(weft::spawn(tree_node, 1, std::uint64_t(i)));
+    for (auto& k : kids)
+      k.get();
+  });
+  done = true;
+  outside.join();
+  inside.get();
+  CHECK(tree_fibers == 1111110);
+  CHECK(tree_wrong == 0);
+  CHECK(inconsistent == 0);
+  CHECK(listings > 0);
+  INFO("listings: " << listings << ", fibers listed: " << listed);
+  CHECK(listed > 0);
+}
+
 TEST_CASE("100 rounds of submit from 3 threads, shutdown mid-flight, join: nothing lost",
           "[.stress]") {
   for (int round = 0; round < 100; ++round) {
