@@ -7,11 +7,14 @@
 // progress line with the pool's live counters (executor::stats()) goes to stderr; at the end a
 // summary shows throughput, work per worker, the jobs that ran out of time, and that no
 // sub-task ever saw another job's context. Shutdown loses nothing: every submitted job either
-// completes or runs out of time.
+// completes or runs out of time. While it runs, `kill -USR1 <pid>` prints every fiber with its
+// job id and tenant (weft::dump_on_signal); --dump-after-ms N prints one dump by itself.
 //
 // Run: ./scripts/demo   or   ./build/examples/worker_pool --threads 4 --jobs 5000 --fanout 8
 //      ./build/examples/worker_pool --deadline-ms 50     (a queue that long: many run late)
 #include <unistd.h>
+
+#include <csignal>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +22,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -39,6 +43,7 @@ struct options {
   long jobs = 20000;
   int fanout = 8;
   long deadline_ms = 10000;
+  long dump_after_ms = 0;  // 0: no dump of its own
 };
 
 void usage(std::FILE* to) {
@@ -48,7 +53,11 @@ void usage(std::FILE* to) {
                "  --jobs N         jobs to submit (default 20000)\n"
                "  --fanout N       sub-tasks per job, run in a task_group (default 8)\n"
                "  --deadline-ms N  each job's deadline, counted from its submission\n"
-               "                   (default 10000)\n");
+               "                   (default 10000)\n"
+               "  --dump-after-ms N  print every fiber (executor::dump()) to stdout N ms\n"
+               "                   into the run\n"
+               "\n"
+               "While it runs, SIGUSR1 (kill -USR1 <pid>) dumps every fiber to stderr.\n");
 }
 
 // parse_count() reads a positive whole-number flag value or exits with status 2.
@@ -75,6 +84,9 @@ options parse(int argc, char** argv) {
       ++i;
     } else if (a == "--deadline-ms") {
       o.deadline_ms = parse_count("--deadline-ms", value, 86400000);
+      ++i;
+    } else if (a == "--dump-after-ms") {
+      o.dump_after_ms = parse_count("--dump-after-ms", value, 86400000);
       ++i;
     } else {
       std::fprintf(stderr, "worker_pool: unknown option '%s'\n", a.c_str());
@@ -140,6 +152,10 @@ int main(int argc, char** argv) {
               o.fanout, o.deadline_ms);
 
   weft::executor pool(o.threads);
+  // kill -USR1 <pid>: every fiber, each with its job id and tenant, on stderr.
+  weft::dump_on_signal dumper(pool, SIGUSR1);
+  std::fprintf(stderr, "worker_pool: pid %d; kill -USR1 %d dumps every fiber\n", int(getpid()),
+               int(getpid()));
   const auto start = clock_type::now();
   std::atomic<bool> finished{false};
   // A live line: progress, and the pool's own counters (executor::stats() is cheap and may
@@ -168,6 +184,19 @@ int main(int argc, char** argv) {
     }
   });
 
+  // One dump of its own, for people trying it out (the signal does the same at any time).
+  std::thread dump_once([&] {
+    if (o.dump_after_ms == 0) return;
+    const auto at = start + std::chrono::milliseconds(o.dump_after_ms);
+    while (!finished && clock_type::now() < at)
+      std::this_thread::sleep_for(1ms);
+    if (finished) return;
+    std::ostringstream text;
+    pool.dump(text);
+    std::fputs(text.str().c_str(), stdout);
+    std::fflush(stdout);
+  });
+
   static const char* const tenants[] = {"acme", "globex", "initech", "umbrella"};
   for (long j = 0; j < o.jobs; ++j) {
     // The submitting thread sets the job's context; post() snapshots it for the fiber.
@@ -182,6 +211,7 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
   finished = true;
   progress.join();
+  dump_once.join();
   if (tty) std::fprintf(stderr, "\n");
 
   std::printf("done: %ld jobs, %ld sub-tasks in %.2f s: %.0f jobs/s, %.0f sub-tasks/s\n",

@@ -19,6 +19,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cancel_scope.hpp"
 #include "pool.hpp"
 #include "var_registry.hpp"
 
@@ -51,6 +52,8 @@ struct seen {
   weft::fiber_state state;
   node* root = nullptr;  // retained
   bool known = false;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool cancelled = false;
 };
 
 weft::fiber_state public_state(fiber_slot::state_t s) noexcept {
@@ -64,11 +67,15 @@ weft::fiber_state public_state(fiber_slot::state_t s) noexcept {
   }
 }
 
-// snapshot_of() takes a reference to the snapshot a fiber sees now (null if empty).
-node* snapshot_of(const fiber_state& f) noexcept {
-  node* root = f.current->root;
-  if (root != nullptr) retain(root);
-  return root;
+// read() takes what a listing shows of a fiber that cannot change it now: a reference to
+// the snapshot it sees, and its cancellation scope's deadline and state (the scope cannot go
+// while the fiber holds it).
+void read(const fiber_state& f, seen& into) noexcept {
+  into.root = f.current->root;
+  if (into.root != nullptr) retain(into.root);
+  into.deadline = deadline_of(f.scope);
+  into.cancelled = is_cancelled(f.scope);
+  into.known = true;
 }
 
 }  // namespace
@@ -123,8 +130,7 @@ std::vector<fiber_info> pool::fibers() const {
           if (earlier != running.end() && earlier->second != f.who.id) {
             // The fiber seen running ended meanwhile; another one took its stack.
           } else if (s == self_slot) {
-            f.root = snapshot_of(*self);
-            f.known = true;
+            read(*self, f);
             found.push_back(f);
           } else if (state == fiber_slot::running || !handshake) {
             running.emplace(s, f.who.id);
@@ -132,8 +138,7 @@ std::vector<fiber_info> pool::fibers() const {
           } else {
             // Pinned and not running: nothing changes the fiber's context now.
             f.state = public_state(state);
-            f.root = snapshot_of(*record_below(s));
-            f.known = true;
+            read(*record_below(s), f);
             found.push_back(f);
           }
         }
@@ -165,6 +170,8 @@ std::vector<fiber_info> pool::fibers() const {
     info.state = f.state;
     info.age = std::chrono::nanoseconds(std::max<std::int64_t>(0, now - f.who.born));
     info.context_known = f.known;
+    info.deadline = f.deadline;
+    info.cancelled = f.cancelled;
     if (!failure) {
       try {
         info.context = describe(f.root);
@@ -231,7 +238,8 @@ void write_value(std::ostream& out, const std::string& v) {
   out << '"';
 }
 
-void write_fiber(std::ostream& out, const fiber_info& f, std::size_t depth, bool orphan) {
+void write_fiber(std::ostream& out, const fiber_info& f, std::size_t depth, bool orphan,
+                 std::chrono::steady_clock::time_point now) {
   constexpr std::size_t kMaxIndent = 16;  // deeper trees stay readable
   out << std::string(2 * std::min(depth, kMaxIndent), ' ') << "fiber " << f.id;
   if (orphan) out << " (parent " << f.parent << ", ended)";
@@ -239,6 +247,18 @@ void write_fiber(std::ostream& out, const fiber_info& f, std::size_t depth, bool
   write_age(out, f.age);
   if (!f.context_known) {
     out << " <context not read: running>";
+  } else {
+    if (f.deadline == std::chrono::steady_clock::time_point::max()) {
+      // no deadline
+    } else if (f.deadline > now) {
+      out << " deadline in ";
+      write_age(out, f.deadline - now);
+    } else {
+      out << " deadline passed ";
+      write_age(out, now - f.deadline);
+      out << " ago";
+    }
+    if (f.cancelled && f.deadline > now) out << " cancelled";
   }
   for (const auto& [name, value] : f.context) {
     out << ' ' << name << '=';
@@ -252,6 +272,7 @@ void write_fiber(std::ostream& out, const fiber_info& f, std::size_t depth, bool
 void executor::dump(std::ostream& out) const {
   const std::vector<fiber_info> all = fibers();
   const executor_stats st = stats();
+  const auto now = std::chrono::steady_clock::now();
   std::size_t count[3] = {};
   for (const fiber_info& f : all)
     ++count[static_cast<int>(f.state)];
@@ -281,7 +302,7 @@ void executor::dump(std::ostream& out) const {
   while (!todo.empty()) {
     const auto [i, depth] = todo.back();
     todo.pop_back();
-    write_fiber(out, all[i], depth, depth == 0 && all[i].parent != 0);
+    write_fiber(out, all[i], depth, depth == 0 && all[i].parent != 0, now);
     for (auto c = children[i].rbegin(); c != children[i].rend(); ++c)
       todo.emplace_back(*c, depth + 1);
   }

@@ -326,3 +326,57 @@ TEST_CASE("dump_on_signal writes a dump when the signal arrives, from its own th
   release.open();
   waiting.get();
 }
+
+TEST_CASE("fibers() shows each fiber's deadline and whether it was cancelled", "[introspection]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  gate release;
+  std::atomic<weft::task_group*> group{nullptr};
+  const auto deadline = std::chrono::steady_clock::now() + 1h;
+  auto waiting = ex.spawn([&] {
+    weft::with_deadline(deadline, [&] {
+      weft::task_group g;
+      g.spawn([&] {
+        auto r = request.scoped("in group");
+        weft::offload([&] { release.wait(); });
+      });
+      group = &g;
+      try {
+        g.wait();
+      } catch (const weft::error&) {
+      }
+    });
+  });
+  auto plain = ex.spawn([&] {
+    auto r = request.scoped("no deadline");
+    weft::offload([&] { release.wait(); });
+  });
+  auto state_of = [&](const std::string& id) {
+    const auto all = ex.fibers();
+    const weft::fiber_info* f = with_request(all, id);
+    return f ? std::optional<weft::fiber_info>(*f) : std::nullopt;
+  };
+  std::optional<weft::fiber_info> child;
+  REQUIRE(eventually([&] {
+    child = state_of("in group");
+    return child && child->state == weft::fiber_state::suspended && group.load() != nullptr;
+  }));
+  CHECK(child->deadline == deadline);
+  CHECK(!child->cancelled);
+  const auto other = state_of("no deadline");
+  REQUIRE(other);
+  CHECK(other->deadline == std::chrono::steady_clock::time_point::max());
+  CHECK(!other->cancelled);
+  group.load()->cancel();
+  child = state_of("in group");
+  REQUIRE(child);
+  CHECK(child->cancelled);  // still waiting for offload(), which is never interrupted
+  std::ostringstream out;
+  ex.dump(out);
+  INFO(out.str());
+  CHECK(out.str().find(" deadline in 59m") != std::string::npos);
+  CHECK(out.str().find(" cancelled intro.request=\"in group\"") != std::string::npos);
+  release.open();
+  waiting.get();
+  plain.get();
+}

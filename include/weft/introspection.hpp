@@ -46,8 +46,13 @@ struct fiber_info {
   // name -> value of each bound context_var, in the order the variables were defined; the
   // value printed with operator<< where the type has one, else "<unprintable>".
   std::vector<std::pair<std::string, std::string>> context;
+  // deadline is the earliest deadline the fiber is under (weft/deadline.hpp), max() for none;
+  // cancelled is true once its cancellation was requested or that deadline passed.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool cancelled = false;
   // context_known is false for a fiber that kept running on another worker all through the
-  // listing: its context cannot be read without stopping it, so `context` is empty.
+  // listing: its context cannot be read without stopping it, so `context` is empty (and
+  // deadline and cancelled say nothing).
   bool context_known = true;
 };
 
