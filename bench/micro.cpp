@@ -255,6 +255,34 @@ BENCHMARK(weft_run_from_thread)->Arg(1)->Arg(2)->UseRealTime();
 
 // The baseline: raw Boost.Fiber spawn (launch::post) + join on the default round_robin
 // scheduler, on a plain thread, default 128 KiB fixedsize stack as weft's default.
+// executor::fibers() with n fibers parked, each with two variables bound: the whole listing,
+// values printed (a debugging tool: what one look at a busy service costs).
+weft::context_var<long> listed_job("job");
+weft::context_var<std::string> listed_tenant("tenant");
+void executor_fibers(benchmark::State& state) {
+  weft::executor ex(2);
+  std::atomic<bool> release{false};
+  const long n = state.range(0);
+  ex.run([&] {
+    for (long i = 0; i < n; ++i) {
+      auto j = listed_job.scoped(i);
+      auto t = listed_tenant.scoped("tenant-" + std::to_string(i % 16));
+      weft::spawn([&release] {
+        while (!release.load(std::memory_order_relaxed))
+          weft::this_fiber::sleep_for(std::chrono::milliseconds(50));
+      });
+    }
+  });
+  std::size_t seen = 0;
+  for (auto _ : state) {
+    seen = ex.fibers().size();
+    benchmark::DoNotOptimize(seen);
+  }
+  state.counters["fibers"] = double(seen);
+  release = true;
+}
+BENCHMARK(executor_fibers)->Arg(1000)->Arg(10000)->UseRealTime();
+
 void boost_spawn_join(benchmark::State& state) {
   for (auto _ : state) {
     boost::fibers::fiber f(boost::fibers::launch::post, [] {});

@@ -102,6 +102,11 @@ absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on
              "ns", 150)
 absolute_row("offload() round trip, empty f, from a pool fiber", bench("offload_round_trip/real_time"),
              "ns", 10000)
+listing = bench("executor_fibers/10000/real_time")
+if listing:
+    rows.append(("executor::fibers(), 10k parked fibers, 2 variables each",
+                 f"{med(listing) / 1e6:.3g} ms ({spread([v / 1e6 for v in listing])})", "", "",
+                 "report", ""))
 fiber_wait, raw_wait = bench("use_fiber_timer_wait/real_time"), bench("asio_callback_timer_wait/real_time")
 if fiber_wait and raw_wait:
     gap = (med(fiber_wait) - med(raw_wait)) / 1000
