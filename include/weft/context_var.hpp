@@ -16,6 +16,7 @@
 namespace weft {
 
 class context;
+class propagator;
 
 namespace detail {
 
@@ -144,6 +145,7 @@ class context_var {
 
  private:
   friend class context;
+  friend class propagator;
 
   const T* find_in(const detail::node* root) const noexcept {
     const detail::cell* c = detail::lookup(root, slot_);

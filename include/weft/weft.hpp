@@ -8,6 +8,7 @@
 #include <weft/executor.hpp>
 #include <weft/fiber_local.hpp>
 #include <weft/offload.hpp>
+#include <weft/propagation.hpp>
 #include <weft/signal_dump.hpp>
 #include <weft/task.hpp>
 #include <weft/task_group.hpp>

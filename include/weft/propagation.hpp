@@ -1,0 +1,95 @@
+// weft/propagation.hpp: a request's context crossing a process boundary -- which
+// context_vars travel, under which keys (HTTP headers, gRPC metadata), written with inject()
+// on the way out and read with extract() on the way in.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <weft/context.hpp>
+#include <weft/context_var.hpp>
+#include <weft/w3c.hpp>
+
+namespace weft {
+
+// propagator lists the context_vars that travel and their keys. Build one at start-up and
+// share it: inject() and extract() are const and may run concurrently.
+//
+//   weft::propagator p = weft::propagator::standard();   // traceparent, tracestate, baggage
+//   p.add(request_id, "x-request-id");
+//   p.inject([&](std::string_view k, std::string_view v) { req.set(k, v); });   // outgoing
+//   weft::context ctx = p.extract([&](std::string_view k) -> std::optional<std::string> {
+//     ... the incoming header k, if present ... });
+//   ctx.run(handle, request);                                                      // incoming
+class propagator {
+ public:
+  using put_fn = std::function<void(std::string_view key, std::string_view value)>;
+  using get_fn = std::function<std::optional<std::string>(std::string_view key)>;
+
+  // standard() carries w3c::trace (traceparent, tracestate) and w3c::baggage (baggage).
+  static propagator standard();
+
+  // add(var, key) carries a string variable as is. An empty key, or one added already,
+  // throws weft::error(invalid_argument).
+  propagator& add(const context_var<std::string>& var, std::string key);
+
+  // add(var, key, encode, decode) carries any variable: encode() makes the text sent,
+  // decode() reads it back (nullopt, or an exception, for text it cannot read: the entry is
+  // then skipped).
+  template <class T>
+  propagator& add(const context_var<T>& var, std::string key,
+                  std::function<std::string(const T&)> encode,
+                  std::function<std::optional<T>(std::string_view)> decode) {
+    auto& v = const_cast<context_var<T>&>(var);  // set() changes the context, not the var
+    entry e;
+    e.inject = [&v, key, encode = std::move(encode)](const put_fn& put) {
+      if (const T* value = v.find_in(detail::current_root())) put(key, encode(*value));
+    };
+    e.extract = [&v, key, decode = std::move(decode)](const get_fn& get) {
+      std::optional<std::string> text = get(key);
+      if (!text) return;
+      std::optional<T> value;
+      try {
+        value = decode(*text);
+      } catch (...) {
+        return;  // undecodable: skipped
+      }
+      if (value) (void)v.set(std::move(*value));
+    };
+    return add_entry({std::move(key)}, std::move(e));
+  }
+
+  // add_trace_context() carries w3c::trace as `traceparent` and `tracestate`: on the way in
+  // an invalid traceparent is ignored (and its tracestate with it), an invalid tracestate
+  // alone is dropped.
+  propagator& add_trace_context();
+  // add_baggage() carries w3c::baggage as `baggage`; an invalid header is ignored.
+  propagator& add_baggage();
+
+  // inject() calls put(key, value) for every carried variable bound in the current context
+  // (a variable's default does not travel).
+  void inject(const put_fn& put) const;
+
+  // extract() is a copy of the current context with every carried variable that get(key)
+  // finds and that decodes bound to it; missing or undecodable entries are skipped (never an
+  // exception for them).
+  context extract(const get_fn& get) const;
+
+ private:
+  struct entry {
+    std::function<void(const put_fn&)> inject;
+    std::function<void(const get_fn&)> extract;  // runs inside the context being built
+  };
+  void check_free(const std::string& key) const;
+  // add_entry() adds e, which carries its variable under `keys` (all or nothing).
+  propagator& add_entry(std::vector<std::string> keys, entry e);
+
+  std::vector<std::string> keys_;
+  std::vector<entry> entries_;
+};
+
+}  // namespace weft
