@@ -1,0 +1,290 @@
+// Tests of weft-grpc (API.md "Crossing process boundaries"): an edge -> backend chain over
+// loopback gRPC, in process, on 1, 2 and 4 workers.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <weft/grpc.hpp>
+#include <weft/weft.hpp>
+
+#include "chain.grpc.pb.h"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using test::eventually;
+
+namespace {
+
+weft::context_var<std::string> request_id("grpc.request_id");
+
+weft::propagator make_propagator() {
+  weft::propagator p = weft::propagator::standard();
+  p.add(request_id, "x-request-id");
+  return p;
+}
+const weft::propagator prop = make_propagator();
+
+std::string hex(const std::uint8_t* b, std::size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) {
+    s += digits[b[i] >> 4];
+    s += digits[b[i] & 15];
+  }
+  return s;
+}
+
+// describe() fills what the answering service sees of the request's context.
+void describe(chain::Reply* reply) {
+  reply->set_request_id(request_id.get_or("<none>"));
+  if (const auto* t = weft::w3c::trace.try_get()) {
+    reply->set_trace_id(hex(t->parent.trace_id.data(), 16));
+    reply->set_parent_span(hex(t->parent.parent_id.data(), 8));
+  }
+  if (const auto* b = weft::w3c::baggage.try_get()) {
+    std::ostringstream text;
+    text << *b;
+    reply->set_baggage(text.str());
+  }
+  const auto d = weft::this_fiber::deadline();
+  reply->set_deadline_ms(d ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 *d - std::chrono::steady_clock::now())
+                                 .count()
+                           : -1);
+}
+
+// The backend works (sleeps) as long as asked; it records how its work ended.
+struct backend_service final : chain::Backend::CallbackService {
+  explicit backend_service(weft::executor& ex) : ex_(ex) {}
+  ::grpc::ServerUnaryReactor* Work(::grpc::CallbackServerContext* ctx, const chain::Request* req,
+                                   chain::Reply* reply) override {
+    return weft::grpc::serve(ex_, prop, ctx, [this, req, reply] {
+      describe(reply);
+      ++started;
+      try {
+        weft::this_fiber::sleep_for(std::chrono::milliseconds(req->work_ms()));
+      } catch (const weft::error& e) {
+        if (e.code() == weft::errc::cancelled) ++cancelled;
+        if (e.code() == weft::errc::deadline_exceeded) ++out_of_time;
+        throw;
+      }
+      ++finished;
+      reply->set_text("backend: " + req->text());
+      return ::grpc::Status::OK;
+    });
+  }
+  weft::executor& ex_;
+  std::atomic<int> started{0}, finished{0}, cancelled{0}, out_of_time{0};
+};
+
+// The edge calls the backend under a span of its own.
+struct edge_service final : chain::Edge::CallbackService {
+  edge_service(weft::executor& ex, std::shared_ptr<::grpc::Channel> backend)
+      : ex_(ex), backend_(chain::Backend::NewStub(backend)) {}
+  ::grpc::ServerUnaryReactor* Handle(::grpc::CallbackServerContext* ctx, const chain::Request* req,
+                                     chain::Reply* reply) override {
+    return weft::grpc::serve(ex_, prop, ctx, [this, req, reply] {
+      describe(reply);
+      auto span = weft::w3c::start_span();
+      ::grpc::ClientContext call;
+      ::grpc::Status s = weft::grpc::call(prop, call, [&](auto done) {
+        backend_->async()->Work(&call, req, reply->mutable_backend(), std::move(done));
+      });
+      reply->set_text("edge: " + req->text());
+      return s;
+    });
+  }
+  weft::executor& ex_;
+  std::unique_ptr<chain::Backend::Stub> backend_;
+};
+
+// chain is a backend server and an edge server, each on its own executor and port.
+struct chain_servers {
+  explicit chain_servers(unsigned threads)
+      : backend_ex(threads), edge_ex(threads), backend(backend_ex) {
+    backend_server = start(&backend, backend_port);
+    edge = std::make_unique<edge_service>(
+        edge_ex, ::grpc::CreateChannel("127.0.0.1:" + std::to_string(backend_port),
+                                       ::grpc::InsecureChannelCredentials()));
+    edge_server = start(edge.get(), edge_port);
+    edge_stub = chain::Edge::NewStub(::grpc::CreateChannel("127.0.0.1:" + std::to_string(edge_port),
+                                                           ::grpc::InsecureChannelCredentials()));
+  }
+  ~chain_servers() {
+    edge_server->Shutdown();
+    backend_server->Shutdown();
+  }
+  static std::unique_ptr<::grpc::Server> start(::grpc::Service* s, int& port) {
+    ::grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(s);
+    auto server = b.BuildAndStart();
+    REQUIRE(server);
+    REQUIRE(port > 0);
+    return server;
+  }
+  // handle() calls the edge from the calling fiber or thread.
+  ::grpc::Status handle(const std::string& text, int work_ms, chain::Reply& reply) {
+    ::grpc::ClientContext ctx;
+    chain::Request req;
+    req.set_text(text);
+    req.set_work_ms(work_ms);
+    return weft::grpc::call(prop, ctx, [&](auto done) {
+      edge_stub->async()->Handle(&ctx, &req, &reply, std::move(done));
+    });
+  }
+
+  weft::executor backend_ex, edge_ex;
+  backend_service backend;
+  std::unique_ptr<edge_service> edge;
+  int backend_port = 0, edge_port = 0;
+  std::unique_ptr<::grpc::Server> backend_server, edge_server;
+  std::unique_ptr<chain::Edge::Stub> edge_stub;
+};
+
+}  // namespace
+
+TEST_CASE("request id, trace, baggage and deadline travel client -> edge -> backend", "[grpc]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  chain_servers chain(threads);
+  auto r = request_id.scoped("req-42");
+  auto span = weft::w3c::start_span();
+  auto bag = weft::w3c::baggage.scoped({{{"tenant", "acme corp"}}});
+  const weft::w3c::traceparent mine = weft::w3c::trace.get().parent;
+  chain::Reply reply;
+  const ::grpc::Status s = weft::with_timeout(10s, [&] { return chain.handle("hi", 0, reply); });
+  REQUIRE(s.ok());
+  CHECK(reply.text() == "edge: hi");
+  CHECK(reply.backend().text() == "backend: hi");
+  CHECK(reply.request_id() == "req-42");
+  CHECK(reply.backend().request_id() == "req-42");
+  CHECK(reply.trace_id() == hex(mine.trace_id.data(), 16));
+  CHECK(reply.backend().trace_id() == reply.trace_id());
+  CHECK(reply.parent_span() == hex(mine.parent_id.data(), 8));  // the client's span
+  CHECK(reply.backend().parent_span() != reply.parent_span());  // the edge's own span
+  CHECK(reply.baggage() == "tenant=acme corp");
+  CHECK(reply.backend().baggage() == "tenant=acme corp");
+  // The deadline shrinks along the way.
+  CHECK(reply.deadline_ms() > 0);
+  CHECK(reply.deadline_ms() <= 10000);
+  CHECK(reply.backend().deadline_ms() > 0);
+  // (gRPC sends a deadline as a timeout rounded up to its unit: a millisecond or two more.)
+  CHECK(reply.backend().deadline_ms() <= reply.deadline_ms() + 2);
+  CHECK(reply.backend().deadline_ms() <= 10000);
+}
+
+TEST_CASE("without a deadline or context, the services see none", "[grpc]") {
+  chain_servers chain(2);
+  chain::Reply reply;
+  REQUIRE(chain.handle("plain", 0, reply).ok());
+  CHECK(reply.request_id() == "<none>");
+  CHECK(reply.deadline_ms() == -1);
+  CHECK(reply.backend().deadline_ms() == -1);
+  CHECK(reply.trace_id().empty());
+  // The edge started a trace of its own for its call.
+  CHECK(!reply.backend().trace_id().empty());
+}
+
+TEST_CASE("a deadline set by the client ends the backend's work", "[grpc]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  chain_servers chain(threads);
+  weft::executor client(1);
+  const auto began = std::chrono::steady_clock::now();
+  client.run([&] {
+    chain::Reply reply;
+    try {
+      const ::grpc::Status s =
+          weft::with_timeout(300ms, [&] { return chain.handle("slow", 60000, reply); });
+      CHECK(s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED);
+    } catch (const weft::error& e) {
+      CHECK(e.code() == weft::errc::deadline_exceeded);
+    }
+  });
+  // The backend was told: its sleep ended long before its 60 s.
+  REQUIRE(eventually([&] { return chain.backend.cancelled + chain.backend.out_of_time == 1; }));
+  CHECK(chain.backend.started == 1);
+  CHECK(chain.backend.finished == 0);
+  CHECK(std::chrono::steady_clock::now() - began < 30s);
+}
+
+TEST_CASE("cancelling the calling fiber cancels the call down the chain", "[grpc]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  chain_servers chain(threads);
+  weft::executor client(2);
+  std::atomic<weft::task_group*> group{nullptr};
+  std::atomic<int> outcome{-1};
+  auto caller = client.spawn([&] {
+    weft::task_group g;
+    g.spawn([&] {
+      chain::Reply reply;
+      try {
+        (void)chain.handle("cancel me", 60000, reply);
+        outcome = 0;
+      } catch (const weft::error& e) {
+        outcome = e.code().value();
+        throw;
+      }
+    });
+    group = &g;
+    try {
+      g.wait();
+    } catch (const weft::error&) {
+    }
+  });
+  REQUIRE(eventually([&] { return chain.backend.started == 1 && group.load() != nullptr; }));
+  group.load()->cancel();
+  caller.get();
+  CHECK(outcome == int(weft::errc::cancelled));
+  REQUIRE(eventually([&] { return chain.backend.cancelled == 1; }));
+  CHECK(chain.backend.finished == 0);
+}
+
+TEST_CASE("malformed metadata is ignored, the rest is used", "[grpc]") {
+  chain_servers chain(2);
+  auto stub = chain::Backend::NewStub(::grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(chain.backend_port), ::grpc::InsecureChannelCredentials()));
+  ::grpc::ClientContext ctx;  // a plain gRPC client, not weft's
+  ctx.AddMetadata("x-request-id", "raw-1");
+  ctx.AddMetadata("traceparent", "00-not-a-trace-01");
+  ctx.AddMetadata("tracestate", "Bad Key=1");
+  ctx.AddMetadata("baggage", "a=1,,=");
+  chain::Request req;
+  req.set_text("raw");
+  chain::Reply reply;
+  REQUIRE(stub->Work(&ctx, req, &reply).ok());
+  CHECK(reply.request_id() == "raw-1");
+  CHECK(reply.trace_id().empty());
+  CHECK(reply.baggage().empty());
+}
+
+TEST_CASE("hundreds of concurrent calls from fibers each keep their own context", "[grpc]") {
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  chain_servers chain(threads);
+  weft::executor client(2);
+  std::atomic<int> wrong{0}, ok{0};
+  client.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 200; ++i) {
+      g.spawn([&, i] {
+        auto r = request_id.scoped("req-" + std::to_string(i));
+        chain::Reply reply;
+        if (!chain.handle("n", i % 3, reply).ok()) return;
+        ++ok;
+        if (reply.request_id() != "req-" + std::to_string(i) ||
+            reply.backend().request_id() != reply.request_id()) {
+          ++wrong;
+        }
+        // After the call, on whichever worker: still this fiber's own context.
+        if (request_id.get() != "req-" + std::to_string(i)) ++wrong;
+      });
+    }
+  });
+  CHECK(ok == 200);
+  CHECK(wrong == 0);
+}
