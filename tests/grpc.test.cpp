@@ -170,13 +170,15 @@ TEST_CASE("request id, trace, baggage and deadline travel client -> edge -> back
   CHECK(reply.backend().parent_span() != reply.parent_span());  // the edge's own span
   CHECK(reply.baggage() == "tenant=acme corp");
   CHECK(reply.backend().baggage() == "tenant=acme corp");
-  // The deadline shrinks along the way.
+  // The deadline shrinks along the way -- as gRPC sends it: a relative timeout, rounded up
+  // to a coarser unit as it grows (10 s goes as 10.1 s), so allow 2% and a few ms.
+  const auto within = [](std::int64_t callee, std::int64_t caller) {
+    return callee <= caller + caller / 50 + 5;
+  };
   CHECK(reply.deadline_ms() > 0);
-  CHECK(reply.deadline_ms() <= 10000);
+  CHECK(within(reply.deadline_ms(), 10000));
   CHECK(reply.backend().deadline_ms() > 0);
-  // (gRPC sends a deadline as a timeout rounded up to its unit: a millisecond or two more.)
-  CHECK(reply.backend().deadline_ms() <= reply.deadline_ms() + 2);
-  CHECK(reply.backend().deadline_ms() <= 10000);
+  CHECK(within(reply.backend().deadline_ms(), reply.deadline_ms()));
 }
 
 TEST_CASE("without a deadline or context, the services see none", "[grpc]") {
