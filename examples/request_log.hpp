@@ -1,5 +1,6 @@
-// request_log.hpp: the request id as a context_var, and a spdlog flag (%*) that prints it in
-// every log line -- of whatever fiber logs, on whatever worker. Shared by the examples.
+// request_log.hpp: the request id as a context_var, and spdlog flags that print it (%*) and
+// the W3C trace (%&) in every log line -- of whatever fiber logs, on whatever worker. Shared
+// by the examples.
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <weft/context_var.hpp>
+#include <weft/w3c.hpp>
 
 namespace example {
 
@@ -28,10 +30,32 @@ class request_id_flag final : public spdlog::custom_flag_formatter {
   }
 };
 
-// log_with_request_id() gives the default logger `pattern`, in which %* is the request id.
+// trace_flag formats %& as the calling fiber's W3C trace: "<trace-id>/<span-id>", or "-".
+class trace_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg&, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const weft::w3c::trace_context* t = weft::w3c::trace.try_get();
+    if (t == nullptr) {
+      dest.push_back('-');
+      return;
+    }
+    // traceparent is "00-<trace-id>-<span-id>-<flags>": the middle two, as trace/span.
+    const std::string text = t->parent.to_string();
+    dest.append(text.data() + 3, text.data() + 35);
+    dest.push_back('/');
+    dest.append(text.data() + 36, text.data() + 52);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<trace_flag>();
+  }
+};
+
+// log_with_request_id() gives the default logger `pattern`, in which %* is the request id
+// and %& the trace.
 inline void log_with_request_id(const char* pattern) {
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  formatter->add_flag<request_id_flag>('*').set_pattern(pattern);
+  formatter->add_flag<request_id_flag>('*').add_flag<trace_flag>('&').set_pattern(pattern);
   spdlog::set_formatter(std::move(formatter));
 }
 
