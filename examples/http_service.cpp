@@ -4,7 +4,9 @@
 // waiting on sockets with weft::use_fiber, on a slow blocking library with weft::offload, on
 // sub-tasks with a task_group -- and never passes the request id around: it is a context_var,
 // set from the X-Request-Id header (or generated), read by every log line (a spdlog flag)
-// and every downstream call.
+// and every downstream call. It speaks W3C Trace Context and Baggage too: a request's
+// traceparent/baggage headers are its trace and baggage (weft::propagator), each request runs
+// under a span of its own, and downstream calls carry them on.
 //
 //   GET /hello          a greeting
 //   GET /slow?ms=N      calls a blocking dependency (N ms, default 50) through offload()
@@ -38,6 +40,7 @@
 #include <boost/beast/http.hpp>
 
 #include <weft/asio.hpp>
+#include <weft/propagation.hpp>
 #include <weft/weft.hpp>
 
 #include "cli.hpp"
@@ -139,11 +142,38 @@ std::string blocking_dependency(long ms) {
   return "done after " + std::to_string(ms) + " ms for " + request_id.get();
 }
 
-// downstream_call() stands for a call to another service: it carries the request id (as a
-// real client would in a header) and waits without holding a worker.
+// The request id travels as X-Request-Id; the trace and baggage as traceparent, tracestate
+// and baggage (W3C).
+const weft::propagator& http_propagator() {
+  static const weft::propagator p = [] {
+    weft::propagator q = weft::propagator::standard();
+    q.add(request_id, "x-request-id");
+    return q;
+  }();
+  return p;
+}
+
+// incoming_context() is the context a request brings in its headers (names are matched
+// without regard to case).
+weft::context incoming_context(const http::request<http::string_body>& req) {
+  return http_propagator().extract([&req](std::string_view key) -> std::optional<std::string> {
+    const auto h = req.find(boost::beast::string_view(key.data(), key.size()));
+    if (h == req.end()) return std::nullopt;
+    return std::string(h->value());
+  });
+}
+
+// downstream_call() stands for a call to another service: under a span of its own it
+// writes the headers a real client would send -- request id, traceparent, baggage -- and
+// waits without holding a worker.
 std::string downstream_call(int part) {
+  auto span = weft::w3c::start_span();
+  std::string headers;
+  http_propagator().inject([&headers](std::string_view k, std::string_view v) {
+    headers += std::string(k) + ": " + std::string(v) + "; ";
+  });
   weft::this_fiber::sleep_for(std::chrono::milliseconds(5 + part % 5));
-  spdlog::info("downstream part {} answered", part);
+  spdlog::info("downstream part {} answered (sent {})", part, headers);
   return "part " + std::to_string(part) + " of " + request_id.get();
 }
 
@@ -244,22 +274,25 @@ void serve(tcp::socket socket, connection_registry& registry, long deadline_ms) 
       conn.idle = false;
       last = registry.stopping;
     }
-    // The request's context: its id, from the header or made up. Every fiber it spawns and
-    // every log line below sees it.
-    const auto header = req.find("X-Request-Id");
-    auto id =
-        request_id.scoped(header != req.end() ? std::string(header->value()) : next_request_id());
-    spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
-    auto res = handle(req, deadline_ms);
-    if (last) res.keep_alive(false);
-    http::async_write(conn.socket, res, asio::redirect_error(weft::use_fiber, ec));
-    spdlog::info("{} {} bytes", res.result_int(), res.body().size());
+    // The request's context, from its headers: the request id (or a made-up one), and the
+    // caller's W3C trace and baggage. Every fiber it spawns and every log line below sees it.
+    bool keep_alive = true;
+    incoming_context(req).run([&] {
+      if (req.find("X-Request-Id") == req.end()) (void)request_id.set(next_request_id());
+      auto span = weft::w3c::start_span();  // this request's span: a child of the caller's
+      spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
+      auto res = handle(req, deadline_ms);
+      if (last) res.keep_alive(false);
+      keep_alive = res.keep_alive();
+      http::async_write(conn.socket, res, asio::redirect_error(weft::use_fiber, ec));
+      spdlog::info("{} {} bytes", res.result_int(), res.body().size());
+    });
     {
       std::lock_guard<std::mutex> g(registry.mutex);
       conn.idle = true;
       last = last || registry.stopping;
     }
-    if (ec || !res.keep_alive() || last) break;
+    if (ec || !keep_alive || last) break;
   }
   boost::system::error_code ignored;
   conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
@@ -271,7 +304,7 @@ int main(int argc, char** argv) {
   const options o = parse(argc, argv);
   // Log lines go to stderr (stdout says where the service listens), each with the request id.
   spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
-  example::log_with_request_id("[%H:%M:%S.%e] [%*] %v");
+  example::log_with_request_id("[%H:%M:%S.%e] [%*] [%&] %v");
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
 
   weft::executor ex(o.threads);

@@ -10,6 +10,7 @@ SIGTERM while a request is in flight: that request must complete, an idle keep-a
 connection must be closed, and the service must exit 0.
 """
 import http.client
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 
 failures = []
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def check(ok, what):
@@ -25,8 +27,9 @@ def check(ok, what):
         print("FAILED:", what, flush=True)
 
 
-def get(conn, path, request_id=None):
+def get(conn, path, request_id=None, extra=None):
     headers = {"X-Request-Id": request_id} if request_id else {}
+    headers.update(extra or {})
     conn.request("GET", path, headers=headers)
     r = conn.getresponse()
     return r.status, r.getheader("X-Request-Id"), r.read().decode()
@@ -60,6 +63,13 @@ def main():
         check(status == 200 and body == "done after 50 ms for slow-1\n", f"/slow: {status} {body!r}")
         status, rid, body = get(c, "/slow?ms=600", "late-1")
         check(status == 504 and rid == "late-1", f"deadline: {status} {body!r}")
+        # W3C Trace Context and Baggage in: the request runs in that trace, downstream calls
+        # carry it on (under spans of their own) with the baggage.
+        status, rid, body = get(c, "/fanout?n=2", "w3c-1",
+                                {"traceparent": TRACEPARENT, "baggage": "tenant=acme"})
+        check(status == 200 and rid == "w3c-1", f"W3C request: {status} {rid}")
+        status, rid, body = get(c, "/hello", "w3c-bad", {"traceparent": "00-garbage-01"})
+        check(status == 200 and rid == "w3c-bad", f"malformed traceparent is ignored: {status}")
         status, rid, body = get(c, "/nothing", "nf")
         check(status == 404, f"404: {status}")
 
@@ -119,11 +129,21 @@ def main():
             proc.wait()
     reader.join(timeout=5)
     text = "".join(log)
-    check("[ka-0] GET /hello" in text, "log line with the header's request id")
-    check("[fan] downstream part 3 answered" in text, "downstream log line carries the id")
-    check("[slow-1] blocking dependency: working 50 ms" in text,
+    span = r" \[[0-9a-f]{32}/[0-9a-f]{16}\] "  # every line: [request id] [trace/span]
+    check(re.search(r"\[ka-0\]" + span + "GET /hello", text), "log line with the header's request id")
+    check(re.search(r"\[fan\]" + span + "downstream part 3 answered", text),
+          "downstream log line carries the id")
+    check(re.search(r"\[slow-1\]" + span + "blocking dependency: working 50 ms", text),
           "the offloaded call's log line carries the id")
-    check("[late-1] deadline of 300 ms exceeded" in text, "deadline log line")
+    check(re.search(r"\[late-1\]" + span + "deadline of 300 ms exceeded", text),
+          "deadline log line")
+    trace_id = TRACEPARENT.split("-")[1]
+    check(f"[w3c-1] [{trace_id}/" in text, "the caller's trace in the request's log lines")
+    check(f"[w3c-1] [{trace_id}/{TRACEPARENT.split('-')[2]}]" not in text,
+          "the request runs under a span of its own")
+    check(re.search(r"\[w3c-1\].*downstream part 1 answered \(sent traceparent: 00-" + trace_id +
+                    r"-[0-9a-f]{16}-01; baggage: tenant=acme; x-request-id: w3c-1; \)", text),
+          "downstream calls carry the request id, the trace and the baggage")
     check("shutting down" in text, "shutdown logged")
     if failures:
         print(text[-3000:])

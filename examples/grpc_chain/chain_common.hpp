@@ -30,8 +30,7 @@ inline const weft::propagator& propagator() {
 // start_logging() logs to stderr, every line with the program, the request id and the trace.
 inline void start_logging(const char* program) {
   spdlog::set_default_logger(spdlog::stderr_logger_mt(program));
-  example::log_with_request_id(
-      (std::string("%H:%M:%S.%e ") + program + " [%*] [%&] %v").c_str());
+  example::log_with_request_id((std::string("%H:%M:%S.%e ") + program + " [%*] [%&] %v").c_str());
 }
 
 inline std::string trace_id() {
@@ -71,8 +70,8 @@ inline int serve_until_signalled(const char* program, ::grpc::Service* service, 
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before gRPC starts its threads
   ::grpc::ServerBuilder builder;
   int chosen = 0;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(port),
-                           ::grpc::InsecureServerCredentials(), &chosen);
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port), ::grpc::InsecureServerCredentials(),
+                           &chosen);
   builder.RegisterService(service);
   std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
   if (!server || chosen == 0) {

@@ -18,18 +18,17 @@ class edge final : public chain::Edge::CallbackService {
         backend_(chain::Backend::NewStub(::grpc::CreateChannel(
             "127.0.0.1:" + std::to_string(backend_port), ::grpc::InsecureChannelCredentials()))) {}
 
-  ::grpc::ServerUnaryReactor* Handle(::grpc::CallbackServerContext* ctx,
-                                     const chain::Request* req, chain::Reply* reply) override {
+  ::grpc::ServerUnaryReactor* Handle(::grpc::CallbackServerContext* ctx, const chain::Request* req,
+                                     chain::Reply* reply) override {
     return weft::grpc::serve(ex_, chain_example::propagator(), ctx, [this, req, reply] {
       spdlog::info("handle '{}'; deadline in {} ms", req->text(),
                    chain_example::deadline_left_ms());
       chain_example::describe(reply);
       auto span = weft::w3c::start_span();  // the backend call's span
       ::grpc::ClientContext call;
-      const ::grpc::Status s =
-          weft::grpc::call(chain_example::propagator(), call, [&](auto done) {
-            backend_->async()->Work(&call, req, reply->mutable_backend(), std::move(done));
-          });
+      const ::grpc::Status s = weft::grpc::call(chain_example::propagator(), call, [&](auto done) {
+        backend_->async()->Work(&call, req, reply->mutable_backend(), std::move(done));
+      });
       spdlog::info("backend answered: {}", s.ok() ? "OK" : s.error_message());
       reply->set_text("edge passed on '" + req->text() + "'");
       return s;
