@@ -26,6 +26,20 @@ std::string_view trim(std::string_view s) noexcept {
   return s;
 }
 
+// each_member() calls f(member) for every ','-separated member of a list header, with the
+// spaces and tabs around it trimmed; it stops, returning false, as soon as f returns false.
+template <class F>
+bool each_member(std::string_view list, F f) {
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    std::size_t end = list.find(',', start);
+    if (end == std::string_view::npos) end = list.size();
+    if (!f(trim(list.substr(start, end - start)))) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
 // hex_lc() is the value of a lowercase hex digit, or -1 (uppercase is not allowed).
 int hex_lc(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
@@ -248,24 +262,21 @@ bool is_tracestate_value(std::string_view value) noexcept {
 
 std::optional<tracestate> tracestate::parse(std::string_view header) {
   tracestate t;
-  std::size_t start = 0;
-  while (start <= header.size()) {
-    std::size_t end = header.find(',', start);
-    if (end == std::string_view::npos) end = header.size();
-    const std::string_view member = trim(header.substr(start, end - start));
-    start = end + 1;
-    if (member.empty()) continue;  // allowed, and skipped
+  const bool valid = each_member(header, [&t](std::string_view member) {
+    if (member.empty()) return true;  // allowed, and skipped
     const std::size_t eq = member.find('=');
-    if (eq == std::string_view::npos) return std::nullopt;
+    if (eq == std::string_view::npos) return false;
     const std::string_view key = member.substr(0, eq);
     const std::string_view value = member.substr(eq + 1);
-    if (!is_tracestate_key(key) || !is_tracestate_value(value)) return std::nullopt;
-    if (t.members.size() == max_members) return std::nullopt;
+    if (!is_tracestate_key(key) || !is_tracestate_value(value)) return false;
+    if (t.members.size() == max_members) return false;
     for (const auto& m : t.members) {
-      if (m.first == key) return std::nullopt;  // a key may appear once
+      if (m.first == key) return false;  // a key may appear once
     }
     t.members.emplace_back(key, value);
-  }
+    return true;
+  });
+  if (!valid) return std::nullopt;
   return t;
 }
 
@@ -286,33 +297,30 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_baggage(
     std::string_view header) {
   if (header.size() > baggage_max_bytes) return std::nullopt;
   std::vector<std::pair<std::string, std::string>> entries;
-  std::size_t start = 0;
-  while (start <= header.size()) {
-    std::size_t end = header.find(',', start);
-    if (end == std::string_view::npos) end = header.size();
-    const std::string_view member = trim(header.substr(start, end - start));
-    start = end + 1;
-    if (entries.size() == baggage_max_members) return std::nullopt;
+  const bool valid = each_member(header, [&entries](std::string_view member) {
+    if (entries.size() == baggage_max_members) return false;
     // key OWS "=" OWS value *( OWS ";" OWS property )
     std::size_t semi = member.find(';');
     std::string_view key, value;
-    if (!split_key_value(member.substr(0, semi), key, value)) return std::nullopt;
+    if (!split_key_value(member.substr(0, semi), key, value)) return false;
     std::string decoded;
-    if (!percent_decode(value, decoded)) return std::nullopt;
+    if (!percent_decode(value, decoded)) return false;
     while (semi != std::string_view::npos) {
       const std::size_t next = member.find(';', semi + 1);
       const std::string_view property = trim(member.substr(semi + 1, next - semi - 1));
       std::string_view pkey, pvalue;
       std::string ignored;
-      const bool valid =
+      const bool valid_property =
           property.find('=') == std::string_view::npos
               ? is_token(property)
               : split_key_value(property, pkey, pvalue) && percent_decode(pvalue, ignored);
-      if (!valid) return std::nullopt;
+      if (!valid_property) return false;
       semi = next;
     }
     entries.emplace_back(std::string(key), std::move(decoded));
-  }
+    return true;
+  });
+  if (!valid) return std::nullopt;
   return entries;
 }
 
