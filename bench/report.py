@@ -91,6 +91,20 @@ if sky_w and sky_b:
                  f"{w:.3g} s ({spread(sky_w)})", f"{b:.3g} s Boost ({spread(sky_b)})",
                  f"{w / b:.2f}x (vs best Boost run: {w / best:.2f}x)", "<= 0.75x",
                  "yes" if w / best <= 0.75 else "NO"))
+sky_1t = whole("skynet_weft_1t.txt", 3)
+if sky_w and sky_1t:
+    r = med(sky_1t) / med(sky_w)
+    rows.append(("skynet 1M: 1-thread time / 2-thread time (scaling)",
+                 f"{med(sky_1t):.3g} s 1 thread ({spread(sky_1t)})",
+                 f"{med(sky_w):.3g} s 2 threads", f"{r:.2f}", ">= 1.7",
+                 "yes" if r >= 1.7 else "NO"))
+# Peers: Go (goroutines + channels, GOMAXPROCS=2) and oneTBB's stackless task_group.
+for name, label in (("go", "Go 1.19 goroutines"), ("tbb", "oneTBB task_group (stackless)")):
+    peer = whole(f"skynet_{name}_2t.txt", 3)
+    if sky_w and peer:
+        rows.append((f"skynet 1M, 2 threads: weft / {label}", f"{med(sky_w):.3g} s",
+                     f"{med(peer):.3g} s {name} ({spread(peer)})",
+                     f"{med(sky_w) / med(peer):.2f}x", "report", ""))
 scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:
