@@ -105,6 +105,14 @@ for name, label in (("go", "Go 1.19 goroutines"), ("tbb", "oneTBB task_group (st
         rows.append((f"skynet 1M, 2 threads: weft / {label}", f"{med(sky_w):.3g} s",
                      f"{med(peer):.3g} s {name} ({spread(peer)})",
                      f"{med(sky_w) / med(peer):.2f}x", "report", ""))
+pp = {k: whole(f"pingpong_{k}.txt", 2) for k in ("weft", "boost", "go")}
+if pp["weft"]:
+    crossed = whole("pingpong_weft.txt", 3)
+    others = ", ".join(f"{med(pp[k]):.3g} ns {label}" for k, label in
+                       (("boost", "raw Boost (a fiber per thread)"), ("go", "Go")) if pp[k])
+    rows.append(("ping-pong round trip, two fibers, 2 workers (share of hops across threads)",
+                 f"{med(pp['weft']):.3g} ns ({spread(pp['weft'])}; {med(crossed):.0%} across)",
+                 others, "", "report", ""))
 scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:
