@@ -5,7 +5,7 @@
 // including the fiber's record and Boost's context at the top of its stack). Then it
 // cancels them and reports what stays resident once the pool is idle again.
 //
-// usage: memory [fibers] [threads]
+// usage: memory [fibers] [threads] [touch|idle] [stack KiB]
 //   prints: memory <fibers> <KiB/fiber resident> <KiB/fiber heap> <KiB/fiber stack pages>
 //           <MiB resident after, idle>
 #include <malloc.h>
@@ -37,6 +37,11 @@ long heap_bytes() {
 
 std::atomic<long> touched{0};
 
+void idle() {
+  ++touched;
+  weft::this_fiber::sleep_for(std::chrono::hours(1));  // until the group is cancelled
+}
+
 void touch_and_sleep() {
   volatile char buffer[16 * 1024 - 512];  // about 16 KiB of the stack, the frame included
   std::memset(const_cast<char*>(buffer), 1, sizeof buffer);
@@ -50,7 +55,10 @@ int main(int argc, char** argv) {
   const long fibers = argc > 1 ? std::atol(argv[1]) : 100000;
   weft::executor_options o;
   o.threads = argc > 2 ? unsigned(std::atol(argv[2])) : 2;
-  o.stack_size = 32 * 1024;
+  // touch: each fiber uses 16 KiB of its stack; idle: it only parks (a server's idle
+  // connection), so what remains is what weft itself keeps per fiber.
+  const bool idle_only = argc > 3 && std::strcmp(argv[3], "idle") == 0;
+  o.stack_size = std::size_t(argc > 4 ? std::atol(argv[4]) : 32) * 1024;
   weft::executor ex(o);
   ex.run([] {});
   const long before = resident_kib();
@@ -59,7 +67,7 @@ int main(int argc, char** argv) {
   ex.run([&] {
     weft::task_group group;
     for (long i = 0; i < fibers; ++i)
-      group.spawn(touch_and_sleep);
+      group.spawn(idle_only ? idle : touch_and_sleep);
     while (touched < fibers)
       weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
     per_fiber = double(resident_kib() - before) / double(fibers);

@@ -166,6 +166,14 @@ if dl_plain and dl_with:
 late = whole("deadline_lateness.txt", 3)
 if late:
     absolute_row("deadlines: p99 lateness of the wake-ups, 10k timers, 2 threads", late, "ms", 2)
+idle = {kib: (whole(f"memory_idle_{kib}.txt", 2), whole(f"memory_idle_{kib}.txt", 4))
+        for kib in (16, 32, 128)}
+if all(v[0] for v in idle.values()):
+    worst = max(med(v[0]) for v in idle.values())
+    rows.append(("memory: 100k idle fibers in sleep_for, resident KiB/fiber (16/32/128 KiB stacks)",
+                 ", ".join(f"{kib}: {med(t):.2f} (stack {med(st):.2f})"
+                           for kib, (t, st) in idle.items()), "Go 1.19: 2.65 (issue 15)", "",
+                 "<= 4 KiB", "yes" if worst <= 4 else "NO"))
 mem = whole("memory.txt", 3)
 if mem:
     absolute_row("memory: 100k sleeping fibers, KiB/fiber beyond their stack pages", mem, "KiB",
