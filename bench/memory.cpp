@@ -7,7 +7,7 @@
 //
 // usage: memory [fibers] [threads] [touch|idle] [stack KiB]
 //   prints: memory <fibers> <KiB/fiber resident> <KiB/fiber heap> <KiB/fiber stack pages>
-//           <MiB resident after, idle>
+//           <MiB resident after, idle> <ns per fiber to spawn them all and see each run>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -64,12 +64,17 @@ int main(int argc, char** argv) {
   const long before = resident_kib();
   const long heap_before = heap_bytes();
   double per_fiber = 0, heap_per_fiber = 0;
+  double spawn_ns = 0;
   ex.run([&] {
     weft::task_group group;
+    const auto start = std::chrono::steady_clock::now();
     for (long i = 0; i < fibers; ++i)
       group.spawn(idle_only ? idle : touch_and_sleep);
     while (touched < fibers)
-      weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
+      weft::this_fiber::yield();
+    spawn_ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
+        double(fibers);
     per_fiber = double(resident_kib() - before) / double(fibers);
     heap_per_fiber = double(heap_bytes() - heap_before) / 1024.0 / double(fibers);
     group.cancel();
@@ -85,7 +90,7 @@ int main(int argc, char** argv) {
     last = now;
   }
   const double after_mib = double(resident_kib() - before) / 1024.0;
-  std::printf("memory %ld %.2f %.2f %.2f %.1f\n", fibers, per_fiber, heap_per_fiber,
-              per_fiber - heap_per_fiber, after_mib);
+  std::printf("memory %ld %.2f %.2f %.2f %.1f %.0f\n", fibers, per_fiber, heap_per_fiber,
+              per_fiber - heap_per_fiber, after_mib, spawn_ns);
   return 0;
 }

@@ -174,6 +174,16 @@ if all(v[0] for v in idle.values()):
                  ", ".join(f"{kib}: {med(t):.2f} (stack {med(st):.2f})"
                            for kib, (t, st) in idle.items()), "Go 1.19: 2.65 (issue 15)", "",
                  "<= 4 KiB", "yes" if worst <= 4 else "NO"))
+growth = {10000: "memory_idle_growth_10000.txt", 100000: "memory_idle_32.txt",
+          1000000: "memory_idle_growth_1000000.txt"}
+cells = []
+for n, name in growth.items():
+    kib, spawn = whole(name, 2), whole(name, 6)
+    if kib and spawn:
+        cells.append(f"{n // 1000}k: {med(spawn) / 1000:.3g} us, {med(kib):.2f} KiB")
+if cells:
+    rows.append(("how cost grows: spawn (until each ran) and resident memory per idle fiber",
+                 "; ".join(cells), "", "", "report", ""))
 mem = whole("memory.txt", 3)
 if mem:
     absolute_row("memory: 100k sleeping fibers, KiB/fiber beyond their stack pages", mem, "KiB",
