@@ -1,11 +1,13 @@
 // skynet: the fiber-runtime stress benchmark on weft. Each fiber spawns 10 children and
 // sums their results, down to `leaves` leaf fibers (1M leaves = 1,111,111 fibers).
 //
-// usage: skynet [threads] [leaves] [stack KiB]   prints: skynet <leaves> <sum> <seconds>
+// usage: skynet [threads] [leaves] [stack KiB] [counters]
+// prints: skynet <leaves> <sum> <seconds>; with `counters`, each worker's counters on stderr
 #include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include <weft/weft.hpp>
 
@@ -36,5 +38,14 @@ int main(int argc, char** argv) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("skynet %ld %ld %.4f\n", leaves, sum, secs);
+  if (argc > 4 && std::string(argv[4]) == "counters") {
+    // How the work spread: per worker, fibers started, stolen, and times it ran dry.
+    for (const weft::worker_stats& w : ex.workers()) {
+      std::fprintf(stderr, "  worker %u: spawned %llu, steals %llu, sleeps %llu\n", w.index,
+                   static_cast<unsigned long long>(w.spawned),
+                   static_cast<unsigned long long>(w.steals),
+                   static_cast<unsigned long long>(w.sleeps));
+    }
+  }
   return sum == leaves * (leaves - 1) / 2 ? 0 : 1;
 }

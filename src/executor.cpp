@@ -176,6 +176,7 @@ executor_stats pool::stats() const noexcept {
     s.ready_fibers += w->ready_size.load(std::memory_order_relaxed);
     s.spawned += w->spawned.load(std::memory_order_relaxed);
     s.steals += w->steals.load(std::memory_order_relaxed);
+    s.sleeps += w->sleeps.load(std::memory_order_relaxed);
   }
   s.blocking_threads = blocking.threads();
   s.blocking_busy = blocking.busy();
@@ -406,6 +407,19 @@ void executor::join() {
 
 executor_stats executor::stats() const noexcept {
   return pool_->stats();
+}
+
+std::vector<worker_stats> executor::workers() const {
+  std::vector<worker_stats> result(pool_->size());
+  for (unsigned i = 0; i < pool_->size(); ++i) {
+    const detail::worker_slot& w = pool_->worker(i);
+    result[i].index = i;
+    result[i].spawned = w.spawned.load(std::memory_order_relaxed);
+    result[i].steals = w.steals.load(std::memory_order_relaxed);
+    result[i].sleeps = w.sleeps.load(std::memory_order_relaxed);
+    result[i].ready_fibers = w.ready_size.load(std::memory_order_relaxed);
+  }
+  return result;
 }
 
 std::vector<fiber_info> executor::fibers() const {

@@ -291,6 +291,7 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
   }
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
+  worker_slot::bump(self_.sleeps);
   if (reactor* r = pool_.take_reactor()) {
     // Sleep in the reactor: its completions then wake their fibers from this thread.
     self_.polling.store(r, std::memory_order_seq_cst);

@@ -72,6 +72,7 @@ struct alignas(64) worker_slot {
   // Counters for executor::stats(), written by this worker only (no locked instruction).
   std::atomic<std::uint64_t> spawned{0};  // fibers started here
   std::atomic<std::uint64_t> steals{0};   // fibers this worker took from another's queue
+  std::atomic<std::uint64_t> sleeps{0};   // times it went to sleep for want of work
 
   unsigned index = 0;  // of this worker in its pool
 

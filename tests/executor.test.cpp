@@ -810,6 +810,21 @@ TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking th
   });
   ex.join();
   const weft::executor_stats after = ex.stats();
+  // Per worker, the same counters: they add up to the pool's.
+  const std::vector<weft::worker_stats> per_worker = ex.workers();
+  REQUIRE(per_worker.size() == threads);
+  std::uint64_t spawned = 0, steals = 0, sleeps = 0;
+  for (unsigned i = 0; i < threads; ++i) {
+    CHECK(per_worker[i].index == i);
+    CHECK(per_worker[i].ready_fibers == 0);
+    spawned += per_worker[i].spawned;
+    steals += per_worker[i].steals;
+    sleeps += per_worker[i].sleeps;
+  }
+  CHECK(spawned == after.spawned);
+  CHECK(steals == after.steals);
+  CHECK(sleeps == after.sleeps);
+  CHECK(after.sleeps >= 1);  // the workers ran dry at least once (waiting for the sleepers)
   CHECK(after.live_fibers == 0);
   CHECK(after.ready_fibers == 0);
   CHECK(after.spawned == 50 + 1 + 1 + 1 + 100);  // sleepers, three run()s, the group's children

@@ -158,6 +158,9 @@ class executor {
   // callable from any thread or fiber at any time.
   executor_stats stats() const noexcept;
 
+  // workers() is stats() per worker thread.
+  std::vector<worker_stats> workers() const;
+
   // fibers() lists every live fiber of this executor (weft/introspection.hpp), sorted by
   // id. Callable from any thread or fiber while the pool runs: it stops nobody. A worker about
   // to resume a fiber whose context is being copied waits for that copy (well under a

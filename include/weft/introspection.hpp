@@ -24,6 +24,17 @@ struct executor_stats {
   unsigned blocking_threads = 0;  // threads of the offload() pool alive now
   unsigned blocking_busy = 0;     // of which running a call
   std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
+  std::uint64_t sleeps = 0;       // times a worker found no work and went to sleep
+};
+
+// worker_stats is one worker thread's counters (executor::workers()): what explains how
+// work spreads over the pool.
+struct worker_stats {
+  unsigned index = 0;            // 0 .. threads-1
+  std::uint64_t spawned = 0;     // fibers started on this worker
+  std::uint64_t steals = 0;      // fibers it took from another worker's queue
+  std::uint64_t sleeps = 0;      // times it found no work and went to sleep (or into the reactor)
+  std::size_t ready_fibers = 0;  // in its queue now
 };
 
 // fiber_state is what a fiber is doing when a listing sees it.
