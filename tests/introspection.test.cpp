@@ -332,13 +332,17 @@ TEST_CASE("fibers() shows each fiber's deadline and whether it was cancelled", "
   weft::executor ex(threads);
   gate release;
   std::atomic<weft::task_group*> group{nullptr};
+  std::atomic<bool> running{false};
   const auto deadline = std::chrono::steady_clock::now() + 1h;
   auto waiting = ex.spawn([&] {
     weft::with_deadline(deadline, [&] {
       weft::task_group g;
       g.spawn([&] {
         auto r = request.scoped("in group");
-        weft::offload([&] { release.wait(); });
+        weft::offload([&] {
+          running = true;  // from here on the call is not withdrawn by a cancellation
+          release.wait();
+        });
       });
       group = &g;
       try {
@@ -359,7 +363,8 @@ TEST_CASE("fibers() shows each fiber's deadline and whether it was cancelled", "
   std::optional<weft::fiber_info> child;
   REQUIRE(eventually([&] {
     child = state_of("in group");
-    return child && child->state == weft::fiber_state::suspended && group.load() != nullptr;
+    return child && child->state == weft::fiber_state::suspended && group.load() != nullptr &&
+           running.load();
   }));
   CHECK(child->deadline == deadline);
   CHECK(!child->cancelled);
