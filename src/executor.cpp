@@ -171,7 +171,11 @@ job* pool::take_injected() noexcept {
 executor_stats pool::stats() const noexcept {
   executor_stats s{};
   s.threads = size();
-  s.live_fibers = live_.load(std::memory_order_relaxed);
+  std::size_t reserved = 0;
+  for (const auto& w : workers_)
+    reserved += w->credit.load(std::memory_order_relaxed);
+  const std::size_t counted = live_.load(std::memory_order_relaxed);
+  s.live_fibers = counted > reserved ? counted - reserved : 0;
   for (const auto& w : workers_) {
     s.ready_fibers += w->ready_size.load(std::memory_order_relaxed);
     s.spawned += w->spawned.load(std::memory_order_relaxed);
@@ -230,7 +234,7 @@ void pool::submit(job* j, cancel_scope* scope) {
   const fiber_state* f = tl_fiber;
   j->scope = retain(scope != nullptr ? scope : (f != nullptr ? f->scope : nullptr));
   if (tl_pool == this) {
-    live_.fetch_add(1, std::memory_order_relaxed);
+    take_credit(*tl_slot);
     try {
       launch(j);
     } catch (...) {
@@ -261,11 +265,39 @@ void pool::submit(job* j, cancel_scope* scope) {
   wake_sleeper(size());
 }
 
+void pool::take_credit(worker_slot& w) {
+  std::size_t c = w.credit.load(std::memory_order_relaxed);
+  if (c == 0) {
+    live_.fetch_add(kCredit, std::memory_order_relaxed);
+    c = kCredit;
+  }
+  w.credit.store(c - 1, std::memory_order_relaxed);
+}
+
 void pool::fiber_finished() noexcept {
+  WEFT_ASSERT(tl_pool == this && tl_slot != nullptr, "a fiber finished off its pool's workers");
+  worker_slot& w = *tl_slot;
+  const std::size_t c = w.credit.load(std::memory_order_relaxed) + 1;
+  if (c < 2 * kCredit) {
+    w.credit.store(c, std::memory_order_relaxed);
+    return;
+  }
+  w.credit.store(c - kCredit, std::memory_order_relaxed);
+  return_live(kCredit);
+}
+
+void pool::give_back_credit(worker_slot& w) noexcept {
+  const std::size_t c = w.credit.load(std::memory_order_relaxed);
+  if (c == 0) return;
+  w.credit.store(0, std::memory_order_relaxed);
+  return_live(c);
+}
+
+void pool::return_live(std::size_t n) noexcept {
   // seq_cst: join() and orphan() read live_ and the closed/orphaned flags in the other order.
-  const std::size_t before = live_.fetch_sub(1, std::memory_order_seq_cst);
-  WEFT_ASSERT(before != 0, "more fibers finished than were started");
-  if (before == 1 && closed_flag_.load(std::memory_order_seq_cst)) fiber_finished_last();
+  const std::size_t before = live_.fetch_sub(n, std::memory_order_seq_cst);
+  WEFT_ASSERT(before >= n, "more fibers finished than were started");
+  if (before == n && closed_flag_.load(std::memory_order_seq_cst)) fiber_finished_last();
 }
 
 void pool::fiber_finished_last() noexcept {

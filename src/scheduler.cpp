@@ -172,9 +172,13 @@ context* algorithm::pick_next() noexcept {
   ++ticks_;
   // A busy worker runs the reactor's ready handlers now and then -- only from the dispatcher,
   // where no fiber is half-way through suspending (a handler may wake any fiber).
-  if (running_->is_context(boost::fibers::type::dispatcher_context) &&
-      ++dispatches_ % kPollEvery == 0) {
-    poll_reactor();
+  if (running_->is_context(boost::fibers::type::dispatcher_context)) {
+    // The dispatcher has just moved Boost's remote wake-ups to the ready queue: the flag that
+    // asked for it is answered. (Left set, it made an idle worker spin through the dispatcher
+    // forever: suspend_until() saw "work" and returned at once.) A wake-up that comes after
+    // this sets it again, and wakes this worker as well.
+    self_.remote_pending.store(false, std::memory_order_relaxed);
+    if (++dispatches_ % kPollEvery == 0) poll_reactor();
   }
   context* next = nullptr;
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
@@ -289,6 +293,8 @@ void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadl
   while (pool_.stacks.trim(64)) {
     if (work_visible(false)) return;
   }
+  // A sleeping worker holds none of the live count: join() must be able to see it reach 0.
+  pool_.give_back_credit(self_);
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
   worker_slot::bump(self_.sleeps);

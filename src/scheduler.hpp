@@ -73,6 +73,9 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> spawned{0};  // fibers started here
   std::atomic<std::uint64_t> steals{0};   // fibers this worker took from another's queue
   std::atomic<std::uint64_t> sleeps{0};   // times it went to sleep for want of work
+  // Units of the pool's live count this worker holds in reserve (see pool::live_): written by
+  // this worker only, read by stats().
+  std::atomic<std::size_t> credit{0};
 
   unsigned index = 0;  // of this worker in its pool
 
