@@ -52,6 +52,7 @@ class cancel_request {
 }  // namespace
 
 void wait_io(io_wait& w) {
+  const io_wait_mark waiting;  // executor_stats::io_waiting
   try {
     block(
         w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);

@@ -38,6 +38,10 @@ void reporter::report(std::exception_ptr e) noexcept {
   }
 }
 
+worker_slot* io_wait_mark::tl_slot_of_current_pool() noexcept {
+  return current_record() != nullptr ? tl_slot : nullptr;
+}
+
 pool* pool_of(executor& ex) noexcept {
   return ex.pool_.get();
 }
@@ -176,12 +180,16 @@ executor_stats pool::stats() const noexcept {
     reserved += w->credit.load(std::memory_order_relaxed);
   const std::size_t counted = live_.load(std::memory_order_relaxed);
   s.live_fibers = counted > reserved ? counted - reserved : 0;
+  std::int64_t io = 0;
   for (const auto& w : workers_) {
     s.ready_fibers += w->ready_size.load(std::memory_order_relaxed);
     s.spawned += w->spawned.load(std::memory_order_relaxed);
     s.steals += w->steals.load(std::memory_order_relaxed);
     s.sleeps += w->sleeps.load(std::memory_order_relaxed);
+    io += w->io_waiting.load(std::memory_order_relaxed);
   }
+  s.io_waiting = io > 0 ? static_cast<std::size_t>(io) : 0;
+  s.stack_bytes = stacks.reserved_bytes();
   s.blocking_threads = blocking.threads();
   s.blocking_busy = blocking.busy();
   s.stacks = stacks.allocated();

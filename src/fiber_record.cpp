@@ -5,6 +5,7 @@
 #include <cxxabi.h>
 #include <time.h>
 
+#include <thread>
 #include <utility>
 
 #include <boost/fiber/context.hpp>
@@ -83,8 +84,14 @@ namespace {
 // page resident -- 4 KiB more per idle fiber (a server holds one per open connection).
 // try_lock() is one exchange with no frame to speak of.
 boost::fibers::detail::spinlock_lock locked(boost::fibers::detail::spinlock& s) noexcept {
-  while (!s.try_lock()) {
-    spin_pause();
+  for (unsigned tries = 1; !s.try_lock(); ++tries) {
+    // The holder may have lost its CPU: after a short spin, let it run (Boost's lock() backs
+    // off the same way).
+    if (tries % 64 == 0) {
+      std::this_thread::yield();
+    } else {
+      spin_pause();
+    }
   }
   return boost::fibers::detail::spinlock_lock(s, std::adopt_lock);
 }

@@ -138,7 +138,8 @@ struct call_wait {
     const sys_clock::time_point d = system_of(*limit);
     if (d < ctx.deadline()) ctx.set_deadline(d);
   }
-  this_fiber::throw_if_cancelled();  // no call at all once cancelled or out of time
+  this_fiber::throw_if_cancelled();    // no call at all once cancelled or out of time
+  const detail::io_wait_mark waiting;  // executor_stats::io_waiting
   call_wait w;
   start([&w](::grpc::Status s) {
     std::lock_guard<detail::spinlock> g(w.lock);

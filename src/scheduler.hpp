@@ -73,6 +73,9 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint64_t> spawned{0};  // fibers started here
   std::atomic<std::uint64_t> steals{0};   // fibers this worker took from another's queue
   std::atomic<std::uint64_t> sleeps{0};   // times it went to sleep for want of work
+  // Fibers waiting on I/O (use_fiber, gRPC calls): +1 on the worker where a wait starts, -1
+  // on the one where it ends; only the sum over the workers means something.
+  std::atomic<std::int64_t> io_waiting{0};
   // Units of the pool's live count this worker holds in reserve (see pool::live_): written by
   // this worker only, read by stats().
   std::atomic<std::size_t> credit{0};
@@ -88,6 +91,28 @@ struct alignas(64) worker_slot {
 
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;
+};
+
+// io_wait_mark counts the calling pool fiber among the fibers waiting on I/O while it
+// exists (executor_stats::io_waiting); on a plain thread it does nothing. Each change is
+// made on the slot of the worker running the fiber at the time, by that worker only.
+class io_wait_mark {
+ public:
+  io_wait_mark() noexcept : counted_(tl_slot_of_current_pool() != nullptr) { add(1); }
+  ~io_wait_mark() { add(-1); }
+  io_wait_mark(const io_wait_mark&) = delete;
+  io_wait_mark& operator=(const io_wait_mark&) = delete;
+
+ private:
+  static worker_slot* tl_slot_of_current_pool() noexcept;
+  void add(std::int64_t d) noexcept {
+    if (!counted_) return;
+    if (worker_slot* w = tl_slot_of_current_pool()) {
+      w->io_waiting.store(w->io_waiting.load(std::memory_order_relaxed) + d,
+                          std::memory_order_relaxed);
+    }
+  }
+  bool counted_;
 };
 
 class algorithm final : public boost::fibers::algo::algorithm {

@@ -72,6 +72,12 @@ class stack_pool {
     }
   }
 
+  // reserved_bytes() is the address space of those stacks, guard regions included.
+  std::size_t reserved_bytes() const noexcept {
+    std::lock_guard<spinlock> g(lock_);
+    return carved_ * stride_;
+  }
+
   // allocated() is the number of stacks mapped so far (in use, or pooled for reuse).
   std::size_t allocated() const noexcept {
     std::lock_guard<spinlock> g(lock_);

@@ -396,3 +396,21 @@ TEST_CASE("HTTP over loopback with Beast: keep-alive, hundreds of connections, t
   CHECK(bad == 0);
   CHECK(answered == kClients * kRequests);
 }
+
+TEST_CASE("stats() counts the fibers waiting on I/O", "[asio][stats]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  auto& io = weft::io_context(ex);
+  boost::asio::steady_timer timer(io, 1h);
+  CHECK(ex.stats().io_waiting == 0);
+  auto waiting = ex.spawn([&] {
+    boost::system::error_code ec;
+    timer.async_wait(boost::asio::redirect_error(weft::use_fiber, ec));
+    return ec;
+  });
+  REQUIRE(test::eventually([&] { return ex.stats().io_waiting == 1; }));
+  boost::asio::post(io, [&] { timer.cancel(); });
+  CHECK(waiting.get() == boost::asio::error::operation_aborted);
+  CHECK(ex.stats().io_waiting == 0);
+  CHECK(ex.stats().stack_bytes >= ex.stats().stacks * 16 * 1024);
+}
