@@ -299,7 +299,7 @@ weft::propagator make_propagator() {
   weft::propagator p = weft::propagator::standard();
   p.add(request_id, "x-request-id");
   p.add(with_default, "x-with-default");
-  p.add<int>(
+  p.add(  // T deduced from the variable: plain lambdas do
       priority, "x-priority", [](const int& v) { return std::to_string(v); },
       [](std::string_view s) -> std::optional<int> {
         if (s == "throw") throw std::runtime_error("cannot decode");

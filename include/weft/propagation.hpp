@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -40,10 +41,11 @@ class propagator {
   // add(var, key, encode, decode) carries any variable: encode() makes the text sent,
   // decode() reads it back (nullopt, or an exception, for text it cannot read: the entry is
   // then skipped).
+  // (T comes from the variable alone, so lambdas may be passed without naming T.)
   template <class T>
   propagator& add(const context_var<T>& var, std::string key,
-                  std::function<std::string(const T&)> encode,
-                  std::function<std::optional<T>(std::string_view)> decode) {
+                  std::type_identity_t<std::function<std::string(const T&)>> encode,
+                  std::type_identity_t<std::function<std::optional<T>(std::string_view)>> decode) {
     auto& v = const_cast<context_var<T>&>(var);  // set() changes the context, not the var
     entry e;
     e.inject = [&v, key, encode = std::move(encode)](const put_fn& put) {
