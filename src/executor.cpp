@@ -172,22 +172,34 @@ job* pool::take_injected() noexcept {
   return j;
 }
 
+worker_stats pool::worker_counters(unsigned i) const noexcept {
+  const worker_slot& w = *workers_[i];
+  worker_stats c;
+  c.index = i;
+  c.spawned = w.spawned.load(std::memory_order_relaxed);
+  c.steals = w.steals.load(std::memory_order_relaxed);
+  c.sleeps = w.sleeps.load(std::memory_order_relaxed);
+  c.ready_fibers = w.ready_size.load(std::memory_order_relaxed);
+  return c;
+}
+
 executor_stats pool::stats() const noexcept {
   executor_stats s{};
   s.threads = size();
   std::size_t reserved = 0;
-  for (const auto& w : workers_)
-    reserved += w->credit.load(std::memory_order_relaxed);
+  std::int64_t io = 0;
+  for (unsigned i = 0; i < size(); ++i) {
+    const worker_stats c = worker_counters(i);
+    s.ready_fibers += c.ready_fibers;
+    s.spawned += c.spawned;
+    s.steals += c.steals;
+    s.sleeps += c.sleeps;
+    reserved += workers_[i]->credit.load(std::memory_order_relaxed);
+    io += workers_[i]->io_waiting.load(std::memory_order_relaxed);
+  }
+  // live_ counts the workers' credit too (see pool.hpp).
   const std::size_t counted = live_.load(std::memory_order_relaxed);
   s.live_fibers = counted > reserved ? counted - reserved : 0;
-  std::int64_t io = 0;
-  for (const auto& w : workers_) {
-    s.ready_fibers += w->ready_size.load(std::memory_order_relaxed);
-    s.spawned += w->spawned.load(std::memory_order_relaxed);
-    s.steals += w->steals.load(std::memory_order_relaxed);
-    s.sleeps += w->sleeps.load(std::memory_order_relaxed);
-    io += w->io_waiting.load(std::memory_order_relaxed);
-  }
   s.io_waiting = io > 0 ? static_cast<std::size_t>(io) : 0;
   s.stack_bytes = stacks.reserved_bytes();
   s.blocking_threads = blocking.threads();
@@ -206,11 +218,11 @@ void pool::launch(job* j) {
   auto* slot = reinterpret_cast<fiber_slot*>(top - sizeof(fiber_slot));
   auto* rec = new (record_below(slot)) fiber_record(*this, j, *slot);
   // Ids need no shared counter: worker i hands out i+1, i+1+n, i+1+2n, ...
-  rec->id = (nth - 1) * size() + here.index + 1;
-  const fiber_record* parent = current_record();
+  const std::uint64_t id = (nth - 1) * size() + here.index + 1;
+  fiber_record* parent = current_record();
   // Before the fiber is queued (awakened() marks the slot ready): a listing reads it then.
   slot->publish(
-      {rec->id, parent != nullptr && &parent->owner == this ? parent->id : 0, coarse_now()});
+      {id, parent != nullptr && &parent->owner == this ? parent->slot.own_id() : 0, coarse_now()});
   rec->stack_bottom = top - stack.size;
   rec->stack_size = stack.size - reserved_bytes;
   stack.sp = top - reserved_bytes;
@@ -450,15 +462,10 @@ executor_stats executor::stats() const noexcept {
 }
 
 std::vector<worker_stats> executor::workers() const {
-  std::vector<worker_stats> result(pool_->size());
-  for (unsigned i = 0; i < pool_->size(); ++i) {
-    const detail::worker_slot& w = pool_->worker(i);
-    result[i].index = i;
-    result[i].spawned = w.spawned.load(std::memory_order_relaxed);
-    result[i].steals = w.steals.load(std::memory_order_relaxed);
-    result[i].sleeps = w.sleeps.load(std::memory_order_relaxed);
-    result[i].ready_fibers = w.ready_size.load(std::memory_order_relaxed);
-  }
+  std::vector<worker_stats> result;
+  result.reserve(pool_->size());
+  for (unsigned i = 0; i < pool_->size(); ++i)
+    result.push_back(pool_->worker_counters(i));
   return result;
 }
 

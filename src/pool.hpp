@@ -102,6 +102,8 @@ class pool {
 
   unsigned size() const noexcept { return static_cast<unsigned>(workers_.size()); }
   executor_stats stats() const noexcept;
+  // worker_counters() is worker i's part of stats() (executor::workers()).
+  worker_stats worker_counters(unsigned i) const noexcept;
   const std::string& name() const noexcept { return options_.name; }
   worker_slot& worker(unsigned i) noexcept { return *workers_[i]; }
 

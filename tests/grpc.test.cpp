@@ -30,22 +30,20 @@ weft::propagator make_propagator() {
 }
 const weft::propagator prop = make_propagator();
 
-std::string hex(const std::uint8_t* b, std::size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  for (std::size_t i = 0; i < n; ++i) {
-    s += digits[b[i] >> 4];
-    s += digits[b[i] & 15];
-  }
-  return s;
+// trace_id() / span_id() are the hex fields of a traceparent ("00-<trace>-<span>-<flags>").
+std::string trace_id(const weft::w3c::traceparent& t) {
+  return t.to_string().substr(3, 32);
+}
+std::string span_id(const weft::w3c::traceparent& t) {
+  return t.to_string().substr(36, 16);
 }
 
 // describe() fills what the answering service sees of the request's context.
 void describe(chain::Reply* reply) {
   reply->set_request_id(request_id.get_or("<none>"));
   if (const auto* t = weft::w3c::trace.try_get()) {
-    reply->set_trace_id(hex(t->parent.trace_id.data(), 16));
-    reply->set_parent_span(hex(t->parent.parent_id.data(), 8));
+    reply->set_trace_id(trace_id(t->parent));
+    reply->set_parent_span(span_id(t->parent));
   }
   if (const auto* b = weft::w3c::baggage.try_get()) {
     std::ostringstream text;
@@ -164,9 +162,9 @@ TEST_CASE("request id, trace, baggage and deadline travel client -> edge -> back
   CHECK(reply.backend().text() == "backend: hi");
   CHECK(reply.request_id() == "req-42");
   CHECK(reply.backend().request_id() == "req-42");
-  CHECK(reply.trace_id() == hex(mine.trace_id.data(), 16));
+  CHECK(reply.trace_id() == trace_id(mine));
   CHECK(reply.backend().trace_id() == reply.trace_id());
-  CHECK(reply.parent_span() == hex(mine.parent_id.data(), 8));  // the client's span
+  CHECK(reply.parent_span() == span_id(mine));                  // the client's span
   CHECK(reply.backend().parent_span() != reply.parent_span());  // the edge's own span
   CHECK(reply.baggage() == "tenant=acme corp");
   CHECK(reply.backend().baggage() == "tenant=acme corp");

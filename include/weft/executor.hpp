@@ -163,9 +163,10 @@ class executor {
 
   // fibers() lists every live fiber of this executor (weft/introspection.hpp), sorted by
   // id. Callable from any thread or fiber while the pool runs: it stops nobody. A worker about
-  // to resume a fiber whose context is being copied waits for that copy (well under a
-  // microsecond), and a fiber that keeps running on another worker throughout is listed
-  // without its context. Fibers that start or end meanwhile may or may not be listed.
+  // to resume a fiber whose context is being copied waits until the listing has taken a
+  // reference to it (no printing happens meanwhile), and a fiber that keeps running on another
+  // worker throughout is listed without its context. Fibers that start or end meanwhile may or may
+  // not be listed.
   std::vector<fiber_info> fibers() const;
 
   // dump() writes fibers() for people: a summary line, then one fiber a line, each under
