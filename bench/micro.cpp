@@ -219,6 +219,30 @@ void context_var_set_shared(benchmark::State& state) {
 }
 BENCHMARK(context_var_set_shared)->Arg(1)->Arg(16)->Arg(1000);
 
+// The same with std::string values: they live in cells (not in place), so the first set after
+// a copy takes a reference to each of the n cells the new node shares with the old one.
+void context_var_set_shared_cells(benchmark::State& state) {
+  static std::vector<std::unique_ptr<weft::context_var<std::string>>> vars = [] {
+    std::vector<std::unique_ptr<weft::context_var<std::string>>> v;
+    for (int i = 0; i < 32; ++i)
+      v.push_back(std::make_unique<weft::context_var<std::string>>("s"));
+    return v;
+  }();
+  const auto n = std::size_t(state.range(0));
+  weft::context ctx;
+  ctx.run([&] {
+    for (std::size_t i = 0; i < n; ++i)
+      (void)vars[i]->set("request-0123456789abcdef");  // not a short string: a heap copy
+    const std::string value = "tenant-0123456789abcdef";
+    for (auto _ : state) {
+      const weft::context keep = weft::copy_context();
+      auto t = vars[n - 1]->set(value);
+      benchmark::DoNotOptimize(t);
+    }
+  });
+}
+BENCHMARK(context_var_set_shared_cells)->Arg(1)->Arg(16);
+
 void copy_context(benchmark::State& state) {
   bound_context b(int(state.range(0)));
   b.ctx.run([&] {

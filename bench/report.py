@@ -75,6 +75,12 @@ ratio_row("context_var::get on a pool fiber / fiber_specific_ptr read",
 ratio_row("fiber_local read / fiber_specific_ptr read", bench("fiber_local_read_on_fiber/real_time"),
           bench("fiber_specific_ptr_read_on_fiber/real_time"), "ns", 0.25, "fiber_specific_ptr")
 absolute_row("context_var::set, 16 vars bound", bench("context_var_set/16"), "ns", 25)
+absolute_row("copy_context() + first set, 16 vars bound (int values: in place)",
+             bench("context_var_set_shared/16"), "ns", 60)
+in_cells = bench("context_var_set_shared_cells/16")
+if in_cells:
+    rows.append(("copy_context() + first set, 16 vars bound (std::string values: cells)",
+                 f"{med(in_cells):.3g} ns ({spread(in_cells)})", "", "", "report", ""))
 ratio_row("copy_context, 1000 vars / 1 var", bench("copy_context/1000"), bench("copy_context/1"),
           "ns", 1.10, "1 var")
 ratio_row("spawn+get, 1 worker / raw Boost spawn+join (post)", bench("weft_spawn_get/0/real_time"),

@@ -1,6 +1,6 @@
 // context.cpp: the persistent trie behind snapshots, and the write side of context_var.
-#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -16,20 +16,51 @@ node* make_node(std::uint32_t height) {
   auto* n = new node;
   n->height = height;
   n->count = 0;
-  std::fill(std::begin(n->entries), std::end(n->entries), nullptr);
+  n->used = 0;
+  n->in_place = 0;
+  for (entry& e : n->entries)
+    e.ptr = nullptr;
   return n;
 }
 
-// clone() copies n; the copy shares (and so retains) every child of n.
+// each_bit() calls f(i) for every bit i set in mask, lowest first.
+template <class F>
+void each_bit(std::uint32_t mask, F f) {
+  for (; mask != 0; mask &= mask - 1)
+    f(unsigned(__builtin_ctz(mask)));
+}
+
+// set_child() makes child (nullptr = none) entry i of the inner node m.
+void set_child(node* m, unsigned i, node* child) noexcept {
+  m->entries[i].ptr = child;
+  m->used = (m->used & ~(1u << i)) | (child != nullptr ? 1u << i : 0u);
+}
+
+// clone() copies n; the copy shares (and so retains) every child and cell of n. In-place
+// values are copied with the bytes.
 node* clone(const node* n) {
   auto* m = new node;
   m->height = n->height;
   m->count = n->count;
-  for (unsigned i = 0; i < kNodeWidth; ++i) {
-    m->entries[i] = n->entries[i];
-    if (m->entries[i]) retain(static_cast<counted*>(m->entries[i]));
-  }
+  m->used = n->used;
+  m->in_place = n->in_place;
+  std::memcpy(static_cast<void*>(m->entries), n->entries, sizeof m->entries);
+  each_bit(references(m), [m](unsigned i) { retain(static_cast<counted*>(m->entries[i].ptr)); });
   return m;
+}
+
+// entry_binding() is entry i of the leaf n as a binding (no reference taken).
+binding entry_binding(const node* n, unsigned i) noexcept {
+  return binding{n->entries[i], ((n->in_place >> i) & 1) != 0};
+}
+
+// put() stores b as entry i of the leaf n and returns the change in its number of values.
+int put(node* n, unsigned i, const binding& b) noexcept {
+  const int before = int((n->used >> i) & 1);
+  n->entries[i] = b.value;
+  n->in_place = (n->in_place & ~(1u << i)) | (b.in_place ? 1u << i : 0u);
+  n->used = (n->used & ~(1u << i)) | (b.bound() ? 1u << i : 0u);
+  return (b.bound() ? 1 : 0) - before;
 }
 
 // height_for() is the smallest trie height whose root can index slot.
@@ -44,8 +75,9 @@ std::uint32_t height_for(std::uint32_t slot) {
 // that now stands for that subtree: n itself if it was exclusively ours (refs == 1, edited
 // in place), otherwise a fresh node. Every node is allocated before anything is edited, and
 // edits happen after the deeper levels returned, so a throw leaves the trie as it was.
-// *old receives the displaced cell; *delta the change in the number of bound values.
-node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, int* delta) {
+// *old receives the displaced binding; *delta the change in the number of bound values.
+node* set_in(node* n, std::uint32_t h, std::uint32_t slot, const binding& b, binding* old,
+             int* delta) {
   node* m;
   bool fresh = true;
   if (n == nullptr) {
@@ -58,18 +90,16 @@ node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, 
   }
   const std::uint32_t i = (slot >> (kNodeBits * h)) & kNodeMask;
   if (h == 0) {
-    auto* prev = static_cast<cell*>(m->entries[i]);
-    m->entries[i] = c;
-    *delta = (c ? 1 : 0) - (prev ? 1 : 0);
-    // A clone retained prev for itself; either way the entry's reference goes to the caller.
-    *old = prev;
+    // A clone retained the old cell for itself; either way that reference goes to the caller.
+    *old = entry_binding(m, i);
+    *delta = put(m, i, b);
     m->count += *delta;
     return m;
   }
-  auto* child = static_cast<node*>(m->entries[i]);
+  auto* child = static_cast<node*>(m->entries[i].ptr);
   node* replacement;
   try {
-    replacement = set_in(child, h - 1, slot, c, old, delta);
+    replacement = set_in(child, h - 1, slot, b, old, delta);
   } catch (...) {
     if (fresh) release(m);
     throw;
@@ -80,7 +110,7 @@ node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, 
     release(replacement);
     replacement = nullptr;
   }
-  m->entries[i] = replacement;
+  set_child(m, i, replacement);
   m->count += *delta;
   return m;
 }
@@ -90,9 +120,9 @@ node* set_in(node* n, std::uint32_t h, std::uint32_t slot, cell* c, cell** old, 
 void discard_growth(node* top, const node* old_root) noexcept {
   node* n = top;
   while (n != nullptr && n->height > old_root->height + 1) {
-    n = static_cast<node*>(n->entries[0]);
+    n = static_cast<node*>(n->entries[0].ptr);
   }
-  if (n != nullptr) n->entries[0] = nullptr;
+  if (n != nullptr) set_child(n, 0, nullptr);
   release(top);
 }
 
@@ -119,19 +149,18 @@ std::uint64_t identity(context_state& s) {
 
 void release(node* n) noexcept {
   if (n == nullptr || !last_reference(n)) return;
-  for (void* e : n->entries) {
-    if (e == nullptr) continue;
+  each_bit(references(n), [n](unsigned i) {
     if (n->height == 0) {
-      release(static_cast<cell*>(e));
+      release(static_cast<cell*>(n->entries[i].ptr));
     } else {
-      release(static_cast<node*>(e));
+      release(static_cast<node*>(n->entries[i].ptr));
     }
-  }
+  });
   delete n;
 }
 
-cell* assoc(node*& root, std::uint32_t slot, cell* c) {
-  if (c == nullptr && lookup(root, slot) == nullptr) return nullptr;  // nothing to unbind
+binding assoc(node*& root, std::uint32_t slot, const binding& b) {
+  if (!b.bound() && !bound_in(root, slot)) return {};  // nothing to unbind
   node* r = root;
   bool grown = false;
   if (r != nullptr && height_for(slot) > r->height) {
@@ -140,7 +169,7 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
     try {
       for (std::uint32_t h = r->height + 1; h <= height_for(slot); ++h) {
         node* up = make_node(h);
-        up->entries[0] = top ? static_cast<void*>(top) : static_cast<void*>(r);
+        set_child(up, 0, top != nullptr ? top : r);
         up->count = r->count;
         top = up;
       }
@@ -151,11 +180,11 @@ cell* assoc(node*& root, std::uint32_t slot, cell* c) {
     r = top;
     grown = true;
   }
-  cell* old = nullptr;
+  binding old;
   int delta = 0;
   node* result;
   try {
-    result = set_in(r, r ? r->height : height_for(slot), slot, c, &old, &delta);
+    result = set_in(r, r ? r->height : height_for(slot), slot, b, &old, &delta);
   } catch (...) {
     if (grown) discard_growth(r, root);
     throw;
@@ -173,19 +202,18 @@ void throw_lookup_failed(const std::string& name) {
   throw error(errc::lookup_failed, "weft: context_var '" + name + "' has no value and no default");
 }
 
-bind_result bind(std::uint32_t slot, cell* c) {
+bind_result bind(std::uint32_t slot, const binding& b) {
   context_state& s = current_context();
   const std::uint64_t id = identity(s);
   node* r = s.root;
-  if (c != nullptr && r != nullptr && r->height == 0 && slot < kNodeWidth &&
+  if (b.bound() && r != nullptr && r->height == 0 && slot < kNodeWidth &&
       r->refs.load(std::memory_order_acquire) == 1) {
     // The common case -- a handful of variables, a snapshot nobody shares: edit in place.
-    auto* old = static_cast<cell*>(r->entries[slot]);
-    r->entries[slot] = c;
-    r->count += old == nullptr ? 1 : 0;
+    const binding old = entry_binding(r, slot);
+    r->count += put(r, slot, b);
     return {old, id};
   }
-  cell* old = assoc(s.root, slot, c);
+  const binding old = assoc(s.root, slot, b);
   publish_root(s.root);
   return {old, id};
 }
@@ -204,12 +232,12 @@ void reset(token_base& tok, const void* var, std::uint32_t slot, const char* nam
     throw error(errc::token_wrong_context, std::string("weft: token of context_var '") + name +
                                                "' was created in another context");
   }
-  if (tok.old) retain(tok.old);
-  cell* displaced;
+  if (cell* c = tok.old.as_cell()) retain(c);
+  binding displaced;
   try {
     displaced = assoc(s.root, slot, tok.old);
   } catch (...) {
-    release(tok.old);
+    release(tok.old.as_cell());
     throw;
   }
   publish_root(s.root);
@@ -222,34 +250,33 @@ void reset(token_base& tok, const void* var, std::uint32_t slot, const char* nam
 namespace {
 
 // unbind_last() removes the highest-slot binding of the exclusively owned trie s.root and
-// returns its cell (the caller's reference now), or nullptr when it detached a shared subtree
+// returns it (its cell the caller's reference now), or nothing when it detached a shared subtree
 // instead (its values live on in the snapshots sharing it). Emptied nodes are freed; an
 // emptied trie leaves s.root null. Nothing allocates.
-cell* unbind_last(context_state& s) noexcept {
+binding unbind_last(context_state& s) noexcept {
   node* path[8];
   unsigned at[8];
   unsigned depth = 0;
   node* n = s.root;
-  cell* taken = nullptr;
+  binding taken;
   node* detached = nullptr;
   std::uint32_t removed = 0;
   for (;;) {
-    unsigned i = kNodeWidth;
-    while (i > 0 && n->entries[i - 1] == nullptr)
-      --i;
-    WEFT_ASSERT(i > 0, "a node in a trie is never empty");
-    --i;
+    WEFT_ASSERT(n->used != 0, "a node in a trie is never empty");
+    const unsigned i = 31u - unsigned(__builtin_clz(n->used));
     path[depth] = n;
     at[depth] = i;
     ++depth;
     if (n->height == 0) {
-      taken = static_cast<cell*>(std::exchange(n->entries[i], nullptr));
+      taken = entry_binding(n, i);
+      put(n, i, binding{});
       removed = 1;
       break;
     }
-    auto* child = static_cast<node*>(n->entries[i]);
+    auto* child = static_cast<node*>(n->entries[i].ptr);
     if (child->refs.load(std::memory_order_acquire) != 1) {
-      detached = static_cast<node*>(std::exchange(n->entries[i], nullptr));
+      detached = child;
+      set_child(n, i, nullptr);
       removed = child->count;
       break;
     }
@@ -264,7 +291,7 @@ cell* unbind_last(context_state& s) noexcept {
       s.root = nullptr;
       if (tl_context == &s) publish_root(nullptr);
     } else {
-      path[k - 1]->entries[at[k - 1]] = nullptr;
+      set_child(path[k - 1], at[k - 1], nullptr);
     }
     delete m;
   }

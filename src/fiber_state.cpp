@@ -8,7 +8,7 @@ namespace weft::detail {
 
 constinit thread_local fiber_state* tl_fiber WEFT_TLS_MODEL = nullptr;
 constinit thread_local context_state* tl_context WEFT_TLS_MODEL = nullptr;
-constinit node empty_node{{}, 0, 0, {}};
+constinit node empty_node{{}, 0, 0, 0, 0, {}};
 constinit thread_local const node* tl_root WEFT_TLS_MODEL = &empty_node;
 
 namespace {

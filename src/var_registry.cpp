@@ -27,16 +27,20 @@ registry& the_registry() {
   return *r;
 }
 
+// walk() lists the bound slots under n with where each value is stored (see value_printer).
 void walk(const node* n, std::uint32_t prefix,
-          std::vector<std::pair<std::uint32_t, const cell*>>& out) {
+          std::vector<std::pair<std::uint32_t, const void*>>& out) {
   for (std::uint32_t i = 0; i < kNodeWidth; ++i) {
-    void* e = n->entries[i];
-    if (e == nullptr) continue;
+    const entry& e = n->entries[i];
     const std::uint32_t slot = (prefix << kNodeBits) | i;
-    if (n->height == 0) {
-      out.emplace_back(slot, static_cast<const cell*>(e));
+    if (n->height == 0 && ((n->in_place >> i) & 1) != 0) {
+      out.emplace_back(slot, e.bytes);
+    } else if (e.ptr == nullptr) {
+      continue;
+    } else if (n->height == 0) {
+      out.emplace_back(slot, e.ptr);
     } else {
-      walk(static_cast<const node*>(e), slot, out);
+      walk(static_cast<const node*>(e.ptr), slot, out);
     }
   }
 }
@@ -53,7 +57,7 @@ std::uint32_t register_var(const std::string& name, value_printer print) {
 std::vector<std::pair<std::string, std::string>> describe(const node* root) {
   std::vector<std::pair<std::string, std::string>> result;
   if (root == nullptr || root == &empty_node) return result;
-  std::vector<std::pair<std::uint32_t, const cell*>> cells;
+  std::vector<std::pair<std::uint32_t, const void*>> cells;
   walk(root, 0, cells);  // at most 7 levels deep: slots are 32-bit
   registry& r = the_registry();
   std::vector<const var_entry*> entries;

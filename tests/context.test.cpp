@@ -3,11 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <weft/context.hpp>
@@ -473,4 +476,114 @@ TEST_CASE("a scoped guard whose reset fails reports it instead of swallowing it"
   // report goes to stderr (a pool fiber's goes to on_unhandled_exception: executor tests).
   guard.reset();
   CHECK(*ctx.find(v) == 1);
+}
+
+// Small trivially copyable values live in the trie's nodes, others in cells of their own
+// (include/weft/detail/snapshot.hpp). The storage must not show: these check the edges of
+// the in-place kind -- an all-zero value, tokens, copies, the second trie level.
+namespace {
+struct two_ints {
+  int a, b;
+};
+struct not_trivial {
+  int v;
+  explicit not_trivial(int x) : v(x) {}
+  not_trivial(const not_trivial& o) : v(o.v) {}
+};
+enum class level : std::uint8_t { low, high };
+}  // namespace
+
+static_assert(weft::detail::stored_in_place<int>);
+static_assert(weft::detail::stored_in_place<double>);
+static_assert(weft::detail::stored_in_place<const char*>);
+static_assert(weft::detail::stored_in_place<level>);
+static_assert(weft::detail::stored_in_place<two_ints>);
+static_assert(weft::detail::stored_in_place<std::chrono::steady_clock::time_point>);
+static_assert(!weft::detail::stored_in_place<std::string>);
+static_assert(!weft::detail::stored_in_place<not_trivial>);
+static_assert(!weft::detail::stored_in_place<std::pair<std::uint64_t, std::uint64_t>>);
+
+TEST_CASE("values stored in place: zero is a value, tokens and copies behave as with cells",
+          "[context]") {
+  weft::context_var<int> count("count");
+  weft::context_var<two_ints> pair("pair");
+  weft::context_var<level> lvl("level", level::high);
+  weft::context ctx;
+  ctx.run([&] {
+    REQUIRE(count.try_get() == nullptr);
+    auto t0 = count.set(0);  // all-zero bytes: still bound
+    REQUIRE(count.try_get() != nullptr);
+    CHECK(count.get() == 0);
+    CHECK(t0.old_value() == nullptr);
+    CHECK(weft::copy_context().size() == 1);
+    CHECK(weft::copy_context().contains(count));
+
+    auto t1 = count.set(5);
+    REQUIRE(t1.old_value() != nullptr);
+    CHECK(*t1.old_value() == 0);
+    weft::token<int> moved = std::move(t1);  // the old value moves with the token
+    REQUIRE(moved.old_value() != nullptr);
+    CHECK(*moved.old_value() == 0);
+
+    auto tp = pair.set({3, -4});
+    CHECK(lvl.get() == level::high);  // the default until bound
+    auto tl = lvl.set(level::low);
+    CHECK(lvl.get() == level::low);
+
+    const weft::context snapshot = weft::copy_context();
+    auto t2 = count.set(9);  // the node is shared now: copied, the snapshot keeps 5
+    CHECK(*snapshot.find(count) == 5);
+    CHECK(snapshot.find(pair)->b == -4);
+    CHECK(count.get() == 9);
+
+    count.reset(t2);
+    count.reset(moved);
+    CHECK(count.get() == 0);
+    count.reset(t0);
+    CHECK(count.try_get() == nullptr);
+    CHECK(weft::copy_context().size() == 2);
+    lvl.reset(tl);
+    CHECK(lvl.get() == level::high);
+    CHECK(!weft::copy_context().contains(lvl));
+    pair.reset(tp);
+    CHECK(weft::copy_context().size() == 0);
+    CHECK(*snapshot.find(count) == 5);
+  });
+}
+
+TEST_CASE("in-place values and cells mix in one node and beyond the first trie level",
+          "[context]") {
+  std::vector<std::unique_ptr<weft::context_var<long>>> numbers;
+  std::vector<std::unique_ptr<weft::context_var<counted_value>>> counted;
+  for (int i = 0; i < 40; ++i) {  // 80 slots: the trie has two levels
+    numbers.push_back(std::make_unique<weft::context_var<long>>("n" + std::to_string(i)));
+    counted.push_back(std::make_unique<weft::context_var<counted_value>>("c" + std::to_string(i)));
+  }
+  const int alive_before = counted_value::alive;
+  {
+    weft::context ctx;
+    weft::context copy;
+    ctx.run([&] {
+      for (int i = 0; i < 40; ++i) {
+        (void)numbers[std::size_t(i)]->set(i * 10L);
+        (void)counted[std::size_t(i)]->set(counted_value(i));
+      }
+      copy = weft::copy_context();
+      for (int i = 0; i < 40; i += 3) {
+        (void)numbers[std::size_t(i)]->set(-1);
+        (void)counted[std::size_t(i)]->set(counted_value(-1));
+      }
+      for (int i = 0; i < 40; ++i) {
+        CHECK(numbers[std::size_t(i)]->get() == (i % 3 == 0 ? -1 : i * 10L));
+        CHECK(counted[std::size_t(i)]->get().value == (i % 3 == 0 ? -1 : i));
+      }
+    });
+    for (int i = 0; i < 40; ++i) {
+      CHECK(*copy.find(*numbers[std::size_t(i)]) == i * 10L);
+      CHECK(copy.find(*counted[std::size_t(i)])->value == i);
+    }
+    CHECK(copy.size() == 80);
+    CHECK(ctx.size() == 80);
+  }
+  CHECK(counted_value::alive == alive_before);
 }

@@ -1,6 +1,8 @@
 // Model-based randomized test of the context semantics: thousands of random
 // set/get/reset/copy/run operations over dozens of variables, checked step by step against a
-// naive reference model (a std::map copied on every snapshot).
+// naive reference model (a std::map copied on every snapshot). Half of the variables hold an
+// int (stored in the trie's nodes), half a string-carrying struct (stored in cells), so both
+// representations and their mix are checked.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -25,9 +27,69 @@ struct saved_context {
   bool entered = false;
 };
 
+// boxed is a value that lives in a cell: not trivially copyable.
+struct boxed {
+  std::string text;
+  explicit boxed(int v) : text(std::to_string(v)) {}
+};
+
+int unbox(int v) {
+  return v;
+}
+int unbox(const boxed& b) {
+  return std::stoi(b.text);
+}
+
+// any_token / any_var hide which of the two value types a variable has.
+struct any_token {
+  virtual ~any_token() = default;
+  virtual std::optional<int> old_value() const = 0;
+};
+
+struct any_var {
+  virtual ~any_var() = default;
+  virtual std::unique_ptr<any_token> set(int v) = 0;
+  virtual std::optional<int> try_get() const = 0;
+  virtual void get() const = 0;
+  virtual void reset(any_token& t) = 0;
+  virtual std::optional<int> find(const weft::context& c) const = 0;
+  virtual bool in_place() const = 0;
+};
+
+template <class T>
+struct typed_token final : any_token {
+  explicit typed_token(weft::token<T> t) : real(std::move(t)) {}
+  std::optional<int> old_value() const override {
+    const T* p = real.old_value();
+    return p ? std::optional<int>(unbox(*p)) : std::nullopt;
+  }
+  weft::token<T> real;
+};
+
+template <class T>
+struct typed_var final : any_var {
+  explicit typed_var(std::string name) : var(std::move(name)) {}
+  typed_var(std::string name, int fallback) : var(std::move(name), T(fallback)) {}
+  std::unique_ptr<any_token> set(int v) override {
+    return std::make_unique<typed_token<T>>(var.set(T(v)));
+  }
+  std::optional<int> try_get() const override {
+    const T* p = var.try_get();
+    return p ? std::optional<int>(unbox(*p)) : std::nullopt;
+  }
+  void get() const override { (void)var.get(); }
+  void reset(any_token& t) override { var.reset(dynamic_cast<typed_token<T>&>(t).real); }
+  std::optional<int> find(const weft::context& c) const override {
+    const T* p = c.find(var);
+    return p ? std::optional<int>(unbox(*p)) : std::nullopt;
+  }
+  bool in_place() const override { return weft::detail::stored_in_place<T>; }
+  weft::context_var<T> var;
+};
+
 struct recorded_token {
   int var;
-  weft::token<int> real;
+  std::unique_ptr<any_token> real;
   std::optional<int> old;  // model's view of the old value
   int context;             // which context it was made in (-1 = the thread's own)
   bool used = false;
@@ -37,13 +99,18 @@ class model_test {
  public:
   model_test(unsigned seed, int nvars) : rng_(seed) {
     for (int i = 0; i < nvars; ++i) {
-      // Every third variable has a default, to mix the two lookups.
-      if (i % 3 == 0) {
-        vars_.push_back(std::make_unique<weft::context_var<int>>("m" + std::to_string(i), -i));
+      // Every third variable has a default, to mix the two lookups; odd ones live in cells.
+      const std::string name = "m" + std::to_string(i);
+      if (i % 2 == 0) {
+        vars_.push_back(i % 3 == 0 ? std::make_unique<typed_var<int>>(name, -i)
+                                   : std::make_unique<typed_var<int>>(name));
       } else {
-        vars_.push_back(std::make_unique<weft::context_var<int>>("m" + std::to_string(i)));
+        vars_.push_back(i % 3 == 0 ? std::make_unique<typed_var<boxed>>(name, -i)
+                                   : std::make_unique<typed_var<boxed>>(name));
       }
     }
+    REQUIRE(vars_[0]->in_place());
+    if (nvars > 1) REQUIRE(!vars_[1]->in_place());
   }
 
   void run(int steps) {
@@ -62,15 +129,13 @@ class model_test {
     for (int k = 0; k < std::min(n, 64); ++k) {
       const int i = n <= 64 ? k : pick(n);
       const auto it = m.find(i);
-      const int* got = vars_[i]->try_get();
+      const std::optional<int> got = vars_[i]->try_get();
       if (it != m.end()) {
-        REQUIRE(got != nullptr);
-        REQUIRE(*got == it->second);
+        REQUIRE(got == it->second);
       } else if (i % 3 == 0) {
-        REQUIRE(got != nullptr);
-        REQUIRE(*got == -i);
+        REQUIRE(got == -i);
       } else {
-        REQUIRE(got == nullptr);
+        REQUIRE(got == std::nullopt);
         REQUIRE(test::code_of([&] { (void)vars_[i]->get(); }) == int(weft::errc::lookup_failed));
       }
     }
@@ -92,16 +157,15 @@ class model_test {
       } else if (op < 50) {  // reset a random outstanding token
         if (tokens_.empty()) continue;
         recorded_token& t = tokens_[pick(int(tokens_.size()))];
-        weft::context_var<int>& var = *vars_[t.var];
-        REQUIRE((t.real.old_value() ? std::optional<int>(*t.real.old_value()) : std::nullopt) ==
-                t.old);
+        any_var& var = *vars_[t.var];
+        REQUIRE(t.real->old_value() == t.old);
         if (t.used) {
-          REQUIRE(test::code_of([&] { var.reset(t.real); }) == int(weft::errc::token_used));
+          REQUIRE(test::code_of([&] { var.reset(*t.real); }) == int(weft::errc::token_used));
         } else if (t.context != id) {
-          REQUIRE(test::code_of([&] { var.reset(t.real); }) ==
+          REQUIRE(test::code_of([&] { var.reset(*t.real); }) ==
                   int(weft::errc::token_wrong_context));
         } else {
-          var.reset(t.real);
+          var.reset(*t.real);
           t.used = true;
           if (t.old) {
             m[t.var] = *t.old;
@@ -112,9 +176,12 @@ class model_test {
       } else if (op < 55) {  // reset with another variable's token
         if (tokens_.empty()) continue;
         recorded_token& t = tokens_[pick(int(tokens_.size()))];
-        const int other = (t.var + 1) % int(vars_.size());
+        // Another variable of the same value type (a token of another type does not compile).
+        int other = (t.var + 2) % int(vars_.size());
+        while (other % 2 != t.var % 2 || other == t.var)
+          other = (other + 1) % int(vars_.size());
         // Like Python, a used token is reported as used before anything else.
-        REQUIRE(test::code_of([&] { vars_[other]->reset(t.real); }) ==
+        REQUIRE(test::code_of([&] { vars_[other]->reset(*t.real); }) ==
                 int(t.used ? weft::errc::token_used : weft::errc::token_wrong_var));
       } else if (op < 75) {  // get everything
         check_all(m);
@@ -149,9 +216,9 @@ class model_test {
         for (auto& s : saved_) {
           REQUIRE(s->real.size() == s->model.size());
           for (int i = 0; i < std::min(int(vars_.size()), 64); ++i) {
-            const int* f = s->real.find(*vars_[i]);
+            const std::optional<int> f = vars_[i]->find(s->real);
             const auto it = s->model.find(i);
-            REQUIRE((f != nullptr) == (it != s->model.end()));
+            REQUIRE(f.has_value() == (it != s->model.end()));
             if (f) REQUIRE(*f == it->second);
           }
         }
@@ -162,7 +229,7 @@ class model_test {
   }
 
   std::mt19937 rng_;
-  std::vector<std::unique_ptr<weft::context_var<int>>> vars_;
+  std::vector<std::unique_ptr<any_var>> vars_;
   std::vector<recorded_token> tokens_;
   std::vector<std::unique_ptr<saved_context>> saved_;
   int steps_left_ = 0;

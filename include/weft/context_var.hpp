@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -20,8 +21,9 @@ class propagator;
 
 namespace detail {
 
-// value_printer writes the value of a cell of one variable (introspection: executor::fibers()).
-using value_printer = void (*)(const cell* c, std::ostream& out);
+// value_printer writes one variable's value, given where it is stored: its cell, or the bytes
+// of an in-place value (introspection: executor::fibers()).
+using value_printer = void (*)(const void* stored, std::ostream& out);
 
 // printable<T>: a T can be written with operator<<.
 template <class T>
@@ -30,11 +32,13 @@ concept printable = requires(std::ostream& out, const T& v) {
 };
 
 template <class T>
-void print_value(const cell* c, std::ostream& out) {
-  if constexpr (printable<T>) {
-    out << static_cast<const value_cell<T>*>(c)->value;
-  } else {
+void print_value(const void* stored, std::ostream& out) {
+  if constexpr (!printable<T>) {
     out << "<unprintable>";
+  } else if constexpr (stored_in_place<T>) {
+    out << *std::launder(static_cast<const T*>(stored));
+  } else {
+    out << static_cast<const value_cell<T>*>(static_cast<const cell*>(stored))->value;
   }
 }
 
@@ -45,13 +49,13 @@ std::uint32_t register_var(const std::string& name, value_printer print);
 
 [[noreturn]] void throw_lookup_failed(const std::string& name);
 
-// bind() binds slot to c (nullptr = unbind) in the calling fiber's current context and
-// returns the displaced cell plus the context's identity. Takes over c only on success.
+// bind() binds slot to b in the calling fiber's current context and returns the displaced
+// binding plus the context's identity. Takes over b's cell only on success.
 struct bind_result {
-  cell* old;
+  binding old;
   std::uint64_t context_id;
 };
-bind_result bind(std::uint32_t slot, cell* c);
+bind_result bind(std::uint32_t slot, const binding& b);
 
 template <class T>
 class scoped_binding;
@@ -94,18 +98,14 @@ class context_var {
 
   // try_get() is get() returning nullptr instead of throwing.
   const T* try_get() const noexcept {
-    if (const detail::cell* c = detail::lookup_in(detail::tl_root, slot_)) {
-      return &static_cast<const detail::value_cell<T>*>(c)->value;
-    }
+    if (const T* p = detail::find_value<T>(detail::tl_root, slot_)) return p;
     return default_ ? &*default_ : nullptr;
   }
 
   // get_or() returns a copy of the bound value, else fallback. Like Python's
   // ContextVar.get(default), the argument wins over the variable's own default.
   T get_or(T fallback) const {
-    if (const detail::cell* c = detail::lookup_in(detail::tl_root, slot_)) {
-      return static_cast<const detail::value_cell<T>*>(c)->value;
-    }
+    if (const T* p = detail::find_value<T>(detail::tl_root, slot_)) return *p;
     return fallback;
   }
 
@@ -121,12 +121,12 @@ class context_var {
   // stack: the way to bind a value too large for a fiber's stack.
   template <class... A>
   [[nodiscard]] token<T> emplace(A&&... a) {
-    auto* c = new detail::value_cell<T>(std::forward<A>(a)...);
+    const detail::binding b = detail::make_binding<T>(std::forward<A>(a)...);
     detail::bind_result r;
     try {
-      r = detail::bind(slot_, c);
+      r = detail::bind(slot_, b);
     } catch (...) {
-      c->destroy(c);
+      detail::release(b);
       throw;
     }
     return token<T>(this, r.old, r.context_id);
@@ -148,8 +148,7 @@ class context_var {
   friend class propagator;
 
   const T* find_in(const detail::node* root) const noexcept {
-    const detail::cell* c = detail::lookup(root, slot_);
-    return c ? &static_cast<const detail::value_cell<T>*>(c)->value : nullptr;
+    return root != nullptr ? detail::find_value<T>(root, slot_) : nullptr;
   }
 
   std::string name_;

@@ -16,22 +16,23 @@ namespace detail {
 // token_base is the untyped part of a token: what reset() checks and restores.
 struct token_base {
   const void* var = nullptr;     // the context_var that made it
-  cell* old = nullptr;           // the binding before set(), nullptr = unbound (owned)
+  binding old;                   // the binding before set() (its cell owned)
   std::uint64_t context_id = 0;  // identity of the context the set() happened in
   bool used = false;
 
   token_base() = default;
-  token_base(const void* v, cell* o, std::uint64_t id) noexcept : var(v), old(o), context_id(id) {}
+  token_base(const void* v, const binding& o, std::uint64_t id) noexcept
+      : var(v), old(o), context_id(id) {}
   token_base(token_base&& other) noexcept
       : var(other.var),
-        old(std::exchange(other.old, nullptr)),
+        old(std::exchange(other.old, binding{})),
         context_id(other.context_id),
         used(std::exchange(other.used, true)) {}
   token_base& operator=(token_base&& other) noexcept {
     if (this != &other) {
       release(old);
       var = other.var;
-      old = std::exchange(other.old, nullptr);
+      old = std::exchange(other.old, binding{});
       context_id = other.context_id;
       used = std::exchange(other.used, true);
     }
@@ -64,16 +65,14 @@ class token {
 
   // old_value() is the value bound before set(), or nullptr when the variable was unbound.
   // It stays valid for the token's lifetime.
-  const T* old_value() const noexcept {
-    return base_.old ? &static_cast<const detail::value_cell<T>*>(base_.old)->value : nullptr;
-  }
+  const T* old_value() const noexcept { return detail::value_of<T>(base_.old); }
 
   // used() is true once the token was passed to reset() (or moved from).
   bool used() const noexcept { return base_.used; }
 
  private:
   friend class context_var<T>;
-  token(const context_var<T>* var, detail::cell* old, std::uint64_t context_id) noexcept
+  token(const context_var<T>* var, const detail::binding& old, std::uint64_t context_id) noexcept
       : base_(var, old, context_id) {}
 
   detail::token_base base_;
