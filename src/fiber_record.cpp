@@ -59,6 +59,7 @@ fiber_record::~fiber_record() {
 
 void fiber_record::main() noexcept {
   asan::finish_switch();
+  work = work->settle(job_room_below(&slot), job_room_bytes);
   if (scope != nullptr) enter(scope, this);
   work->run(owner);
   // What runs from here on is cleanup, which must be able to finish: it no longer sees the

@@ -167,11 +167,17 @@ class fiber_record final : public boost::fibers::fiber_properties,
 #endif
 };
 
-// A fiber's record sits right below its slot, both at the top of its stack.
+// A fiber's record sits right below its slot, both at the top of its stack, and below them
+// room for its job (job::settle()). A parked idle fiber uses ~2 KiB of its stack, so the
+// three stay within the one page such a fiber keeps resident.
 inline constexpr std::size_t record_bytes = (sizeof(fiber_record) + 63) / 64 * 64;
-inline constexpr std::size_t reserved_bytes = record_bytes + sizeof(fiber_slot);
+inline constexpr std::size_t job_room_bytes = 128;
+inline constexpr std::size_t reserved_bytes = record_bytes + job_room_bytes + sizeof(fiber_slot);
 inline fiber_record* record_below(fiber_slot* s) noexcept {
   return reinterpret_cast<fiber_record*>(reinterpret_cast<char*>(s) - record_bytes);
+}
+inline void* job_room_below(fiber_slot* s) noexcept {
+  return reinterpret_cast<char*>(s) - record_bytes - job_room_bytes;
 }
 
 // current_record() is the calling pool fiber's record, or nullptr on a plain thread.

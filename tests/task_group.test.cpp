@@ -1,6 +1,7 @@
 // Tests of task_group and inherited cancellation (API.md "Structured concurrency").
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -269,4 +270,49 @@ TEST_CASE("cancelling groups nested thousands deep takes constant stack", "[task
     top.wait();
   });
   CHECK(clock_type::now() - start < 50s);
+}
+
+namespace {
+// moves_throwing is a capture whose move may throw: its child cannot move onto the stack.
+struct moves_throwing {
+  test::counted_value value;
+  explicit moves_throwing(int v) : value(v) {}
+  moves_throwing(const moves_throwing&) = default;
+  moves_throwing(moves_throwing&& o) noexcept(false) : value(o.value) {}
+};
+}  // namespace
+
+TEST_CASE("group children run and free their callables once, on the fiber's stack or the heap",
+          "[task_group]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  weft::executor ex(threads);
+  const int alive_before = test::counted_value::alive;
+  std::atomic<long> sum{0};
+  ex.run([&] {
+    weft::task_group g;
+    for (int i = 0; i < 50; ++i) {
+      // Small and nothrow-movable: moves into the room at the top of the fiber's stack.
+      g.spawn([&sum, v = test::counted_value(i)] {
+        weft::this_fiber::yield();  // resumed where it may, from the stack copy
+        sum += v.value;
+      });
+      // Too large for the room: stays in its heap block.
+      g.spawn([&sum, v = test::counted_value(i), pad = std::array<char, 512>{}] {
+        weft::this_fiber::yield();
+        sum += v.value + pad[0];
+      });
+      // A move that may throw: stays too.
+      g.spawn(
+          [&sum](const moves_throwing& m) {
+            weft::this_fiber::yield();
+            sum += m.value.value;
+          },
+          moves_throwing(i));
+      // Arguments move with the callable.
+      g.spawn([&sum](test::counted_value v) { sum += v.value; }, test::counted_value(i));
+    }
+    g.wait();
+  });
+  CHECK(sum == 4 * (49 * 50 / 2));
+  CHECK(test::counted_value::alive == alive_before);
 }

@@ -1,8 +1,10 @@
 // weft/task_group.hpp: structured concurrency -- a scope that owns the fibers spawned in it.
 #pragma once
 
+#include <cstddef>
 #include <exception>
 #include <functional>
+#include <new>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -34,15 +36,37 @@ struct group_child final : job {
   void discard_call() noexcept override { call.discard(); }
   void complete(pool&) noexcept override {
     task_group_state* g = group;
-    delete this;
+    if (on_stack) {
+      this->~group_child();  // the fiber's stack memory is not ours to free
+    } else {
+      delete this;
+    }
     group_child_done(g);
   }
   void fail(pool& owner, std::exception_ptr e) noexcept override {
     group_child_failed(group, std::move(e));
     complete(owner);
   }
+  // Only the fiber knows a group child once it started, so it moves onto the fiber's stack:
+  // an idle fiber then keeps nothing on the heap (a server has one per open connection).
+  job* settle(void* room, std::size_t bytes) noexcept override {
+    if constexpr (stored_call<F, A...>::relocatable) {
+      if (sizeof(group_child) <= bytes && alignof(group_child) <= alignof(std::max_align_t)) {
+        auto* moved = ::new (room) group_child(std::move(*this));
+        delete this;
+        return moved;
+      }
+    }
+    return this;
+  }
   task_group_state* group;
   stored_call<F, A...> call;
+  bool on_stack = false;
+
+ private:
+  // The move settle() makes: context and scope were taken by the fiber already.
+  group_child(group_child&& from) noexcept
+      : job(), group(from.group), call(std::move(from.call)), on_stack(true) {}
 };
 
 }  // namespace detail

@@ -1,10 +1,12 @@
 // weft/detail/job.hpp: one piece of work handed to an executor, and what its fiber inherits.
 #pragma once
 
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include <weft/detail/snapshot.hpp>
@@ -36,6 +38,15 @@ struct job {
   virtual void complete(pool& owner) noexcept = 0;
   // fail() ends a job whose fiber could not be made, as if the callable had thrown e.
   virtual void fail(pool& owner, std::exception_ptr e) noexcept = 0;
+  // settle() is called by the job's fiber before run(), once the fiber took the context and
+  // scope: a job nobody else points to may move itself into `room` (bytes at the top of the
+  // fiber's own stack) and free its heap block, so that a parked fiber holds no heap memory.
+  // Returns the job to use from then on.
+  virtual job* settle(void* room, std::size_t bytes) noexcept {
+    static_cast<void>(room);
+    static_cast<void>(bytes);
+    return this;
+  }
 };
 
 // stored_call is a job's callable with its arguments, destroyed on demand.
@@ -45,6 +56,10 @@ class stored_call {
   template <class G, class... B>
   explicit stored_call(G&& g, B&&... b)
       : call_(std::in_place, std::forward<G>(g), std::forward<B>(b)...) {}
+  stored_call(stored_call&&) = default;
+
+  // relocatable: moving it cannot throw (settle() must not fail).
+  static constexpr bool relocatable = std::is_nothrow_move_constructible_v<std::tuple<F, A...>>;
 
   // invoke() calls f(a...) once, handing it the stored copies as rvalues.
   decltype(auto) invoke() {
