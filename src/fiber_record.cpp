@@ -83,7 +83,9 @@ namespace {
 // frame (room for the std::random_device that seeds its back-off, made once per thread), and
 // the compiler's stack-clash probes touch it, so every fiber that parked kept a second stack
 // page resident -- 4 KiB more per idle fiber (a server holds one per open connection).
-// try_lock() is one exchange with no frame to speak of.
+// try_lock() is one exchange with no frame to speak of. (Boost still calls that lock() once
+// per fiber, in context::terminate() at the fiber's end: a fiber that ends touches its
+// second page then -- for a fresh stack, a page fault at the end instead of at the first park.)
 boost::fibers::detail::spinlock_lock locked(boost::fibers::detail::spinlock& s) noexcept {
   for (unsigned tries = 1; !s.try_lock(); ++tries) {
     // The holder may have lost its CPU: after a short spin, let it run (Boost's lock() backs
