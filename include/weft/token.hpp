@@ -64,7 +64,8 @@ class token {
   }
 
   // old_value() is the value bound before set(), or nullptr when the variable was unbound.
-  // It stays valid for the token's lifetime.
+  // It stays valid for the token's lifetime. (A small trivially copyable value is kept in the
+  // token itself: after a move, ask the token moved to.)
   const T* old_value() const noexcept { return detail::value_of<T>(base_.old); }
 
   // used() is true once the token was passed to reset() (or moved from).
