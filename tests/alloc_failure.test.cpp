@@ -50,14 +50,22 @@ vars_t make_vars(int n) {
   return v;
 }
 
+int value_of(const test::counted_value& v) {
+  return v.value;
+}
+int value_of(long v) {
+  return int(v);
+}
+
 // same() checks that the current context binds exactly what `expected` binds.
-bool same(const vars_t& vars, const weft::context& expected) {
+template <class Vars>
+bool same(const Vars& vars, const weft::context& expected) {
   const weft::context now = weft::copy_context();
   if (now.size() != expected.size()) return false;
   for (const auto& v : vars) {
-    const test::counted_value* a = now.find(*v);
-    const test::counted_value* b = expected.find(*v);
-    if ((a == nullptr) != (b == nullptr) || (a && a->value != b->value)) return false;
+    const auto* a = now.find(*v);
+    const auto* b = expected.find(*v);
+    if ((a == nullptr) != (b == nullptr) || (a && value_of(*a) != value_of(*b))) return false;
   }
   return true;
 }
@@ -110,4 +118,57 @@ TEST_CASE("set() and reset() keep the context as it was when any allocation fail
   });
   ctx = weft::context();
   CHECK(test::counted_value::alive == alive_before);
+}
+
+TEST_CASE("values stored in place: set() and reset() keep the context when a node allocation fails",
+          "[context][alloc]") {
+  // long values live in the trie's nodes: the only allocations are the nodes copied or grown.
+  std::vector<std::unique_ptr<weft::context_var<long>>> vars;
+  for (int i = 0; i < 1100; ++i)
+    vars.push_back(std::make_unique<weft::context_var<long>>("n" + std::to_string(i)));
+  weft::context ctx;
+  ctx.run([&] {
+    for (int i = 0; i < 20; ++i)
+      (void)vars[std::size_t(i)]->set(long(i));
+    const weft::context shared = weft::copy_context();  // forces path copies, not edits
+    for (int target : {5, 40, 1099}) {
+      int failures = 0;
+      for (long k = 0;; ++k) {
+        const weft::context before = weft::copy_context();
+        allowed = k;
+        try {
+          auto t = vars[std::size_t(target)]->set(long(-target));
+          allowed = -1;
+          REQUIRE(vars[std::size_t(target)]->get() == -target);
+          if (target < 20) {
+            REQUIRE(t.old_value() != nullptr);
+            REQUIRE(*t.old_value() == target);
+          } else {
+            REQUIRE(t.old_value() == nullptr);
+          }
+          const weft::context after_set = weft::copy_context();
+          for (long r = 0;; ++r) {
+            allowed = r;
+            try {
+              vars[std::size_t(target)]->reset(t);
+              allowed = -1;
+              break;
+            } catch (const std::bad_alloc&) {
+              allowed = -1;
+              REQUIRE(same(vars, after_set));
+              REQUIRE_FALSE(t.used());
+            }
+          }
+          REQUIRE(same(vars, before));
+          break;
+        } catch (const std::bad_alloc&) {
+          allowed = -1;
+          ++failures;
+          REQUIRE(same(vars, before));
+        }
+      }
+      CHECK(failures > 0);  // the copied node's allocation failed at least once
+    }
+    CHECK(same(vars, shared));
+  });
 }
