@@ -70,52 +70,66 @@ bool same(const Vars& vars, const weft::context& expected) {
   return true;
 }
 
+// fail_each_allocation() binds 20 of vars, then for each target variable makes every
+// allocation of a set() fail in turn, then every allocation of the matching reset(), checking
+// after each failure that the context is exactly as before it. make(i) is a value for i.
+template <class T, class Make>
+void fail_each_allocation(const std::vector<std::unique_ptr<weft::context_var<T>>>& vars,
+                          Make make) {
+  for (int i = 0; i < 20; ++i)
+    (void)vars[std::size_t(i)]->set(make(i));
+  const weft::context shared = weft::copy_context();  // forces path copies, not edits
+  for (int target : {5, 40, 1099}) {  // slots past 1024: setting the last grows the trie twice
+    weft::context_var<T>& var = *vars[std::size_t(target)];
+    int failures = 0;
+    for (long k = 0;; ++k) {
+      const weft::context before = weft::copy_context();
+      allowed = k;
+      try {
+        auto t = var.set(make(-target));
+        allowed = -1;
+        REQUIRE(value_of(var.get()) == -target);
+        if (target < 20) {
+          REQUIRE(t.old_value() != nullptr);
+          REQUIRE(value_of(*t.old_value()) == target);
+        } else {
+          REQUIRE(t.old_value() == nullptr);
+        }
+        // Now make reset() fail in turn too, from a shared snapshot again.
+        const weft::context after_set = weft::copy_context();
+        for (long r = 0;; ++r) {
+          allowed = r;
+          try {
+            var.reset(t);
+            allowed = -1;
+            break;
+          } catch (const std::bad_alloc&) {
+            allowed = -1;
+            REQUIRE(same(vars, after_set));
+            REQUIRE_FALSE(t.used());
+          }
+        }
+        REQUIRE(same(vars, before));
+        break;
+      } catch (const std::bad_alloc&) {
+        allowed = -1;
+        ++failures;
+        REQUIRE(same(vars, before));
+      }
+    }
+    CHECK(failures > 0);  // at least one allocation (the value's cell, or a node) failed
+  }
+  CHECK(same(vars, shared));
+}
+
 }  // namespace
 
 TEST_CASE("set() and reset() keep the context as it was when any allocation fails",
           "[context][alloc]") {
-  vars_t vars = make_vars(1100);  // slots past 1024: setting the last grows the trie twice
+  vars_t vars = make_vars(1100);
   const int alive_before = test::counted_value::alive;
   weft::context ctx;
-  ctx.run([&] {
-    for (int i = 0; i < 20; ++i)
-      (void)vars[i]->set(test::counted_value(i));
-    const weft::context shared = weft::copy_context();  // forces path copies, not edits
-    for (int target : {5, 40, 1099}) {
-      int failures = 0;
-      for (long k = 0;; ++k) {
-        const weft::context before = weft::copy_context();
-        allowed = k;
-        try {
-          auto t = vars[std::size_t(target)]->set(test::counted_value(-target));
-          allowed = -1;
-          REQUIRE(vars[std::size_t(target)]->get().value == -target);
-          // Now make reset() fail in turn too, from a shared snapshot again.
-          const weft::context after_set = weft::copy_context();
-          for (long r = 0;; ++r) {
-            allowed = r;
-            try {
-              vars[std::size_t(target)]->reset(t);
-              allowed = -1;
-              break;
-            } catch (const std::bad_alloc&) {
-              allowed = -1;
-              REQUIRE(same(vars, after_set));
-              REQUIRE_FALSE(t.used());
-            }
-          }
-          REQUIRE(same(vars, before));
-          break;
-        } catch (const std::bad_alloc&) {
-          allowed = -1;
-          ++failures;
-          REQUIRE(same(vars, before));
-        }
-      }
-      CHECK(failures > 0);  // at least the value's own allocation failed once
-    }
-    CHECK(same(vars, shared));
-  });
+  ctx.run([&] { fail_each_allocation(vars, [](int i) { return test::counted_value(i); }); });
   ctx = weft::context();
   CHECK(test::counted_value::alive == alive_before);
 }
@@ -127,48 +141,5 @@ TEST_CASE("values stored in place: set() and reset() keep the context when a nod
   for (int i = 0; i < 1100; ++i)
     vars.push_back(std::make_unique<weft::context_var<long>>("n" + std::to_string(i)));
   weft::context ctx;
-  ctx.run([&] {
-    for (int i = 0; i < 20; ++i)
-      (void)vars[std::size_t(i)]->set(long(i));
-    const weft::context shared = weft::copy_context();  // forces path copies, not edits
-    for (int target : {5, 40, 1099}) {
-      int failures = 0;
-      for (long k = 0;; ++k) {
-        const weft::context before = weft::copy_context();
-        allowed = k;
-        try {
-          auto t = vars[std::size_t(target)]->set(long(-target));
-          allowed = -1;
-          REQUIRE(vars[std::size_t(target)]->get() == -target);
-          if (target < 20) {
-            REQUIRE(t.old_value() != nullptr);
-            REQUIRE(*t.old_value() == target);
-          } else {
-            REQUIRE(t.old_value() == nullptr);
-          }
-          const weft::context after_set = weft::copy_context();
-          for (long r = 0;; ++r) {
-            allowed = r;
-            try {
-              vars[std::size_t(target)]->reset(t);
-              allowed = -1;
-              break;
-            } catch (const std::bad_alloc&) {
-              allowed = -1;
-              REQUIRE(same(vars, after_set));
-              REQUIRE_FALSE(t.used());
-            }
-          }
-          REQUIRE(same(vars, before));
-          break;
-        } catch (const std::bad_alloc&) {
-          allowed = -1;
-          ++failures;
-          REQUIRE(same(vars, before));
-        }
-      }
-      CHECK(failures > 0);  // the copied node's allocation failed at least once
-    }
-    CHECK(same(vars, shared));
-  });
+  ctx.run([&] { fail_each_allocation(vars, [](int i) { return long(i); }); });
 }
