@@ -23,13 +23,6 @@ node* make_node(std::uint32_t height) {
   return n;
 }
 
-// each_bit() calls f(i) for every bit i set in mask, lowest first.
-template <class F>
-void each_bit(std::uint32_t mask, F f) {
-  for (; mask != 0; mask &= mask - 1)
-    f(unsigned(__builtin_ctz(mask)));
-}
-
 // set_child() makes child (nullptr = none) entry i of the inner node m.
 void set_child(node* m, unsigned i, node* child) noexcept {
   m->entries[i].ptr = child;

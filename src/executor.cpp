@@ -201,7 +201,7 @@ executor_stats pool::stats() const noexcept {
   const std::size_t counted = live_.load(std::memory_order_relaxed);
   s.live_fibers = counted > reserved ? counted - reserved : 0;
   s.io_waiting = io > 0 ? static_cast<std::size_t>(io) : 0;
-  s.stack_bytes = stacks.reserved_bytes();
+  s.stack_bytes = stacks.mapped_bytes();
   s.blocking_threads = blocking.threads();
   s.blocking_busy = blocking.busy();
   s.stacks = stacks.allocated();

@@ -72,8 +72,8 @@ class stack_pool {
     }
   }
 
-  // reserved_bytes() is the address space of those stacks, guard regions included.
-  std::size_t reserved_bytes() const noexcept {
+  // mapped_bytes() is the address space of those stacks, guard regions included.
+  std::size_t mapped_bytes() const noexcept {
     std::lock_guard<spinlock> g(lock_);
     return carved_ * stride_;
   }

@@ -30,19 +30,16 @@ registry& the_registry() {
 // walk() lists the bound slots under n with where each value is stored (see value_printer).
 void walk(const node* n, std::uint32_t prefix,
           std::vector<std::pair<std::uint32_t, const void*>>& out) {
-  for (std::uint32_t i = 0; i < kNodeWidth; ++i) {
+  each_bit(n->used, [&](unsigned i) {
     const entry& e = n->entries[i];
     const std::uint32_t slot = (prefix << kNodeBits) | i;
-    if (n->height == 0 && ((n->in_place >> i) & 1) != 0) {
-      out.emplace_back(slot, e.bytes);
-    } else if (e.ptr == nullptr) {
-      continue;
-    } else if (n->height == 0) {
-      out.emplace_back(slot, e.ptr);
-    } else {
+    if (n->height != 0) {
       walk(static_cast<const node*>(e.ptr), slot, out);
+    } else {
+      out.emplace_back(slot,
+                       ((n->in_place >> i) & 1) != 0 ? static_cast<const void*>(e.bytes) : e.ptr);
     }
-  }
+  });
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -387,4 +388,41 @@ TEST_CASE("fibers() shows each fiber's deadline and whether it was cancelled", "
   release.open();
   waiting.get();
   plain.get();
+}
+
+TEST_CASE("a listing shows every variable of a context two trie levels deep, in place or not",
+          "[introspection]") {
+  // 40 more variables of each kind: their slots pass 32, so the trie has an inner level.
+  std::vector<std::unique_ptr<weft::context_var<long>>> numbers;
+  std::vector<std::unique_ptr<weft::context_var<std::string>>> texts;
+  for (int i = 0; i < 40; ++i) {
+    numbers.push_back(std::make_unique<weft::context_var<long>>("deep.n" + std::to_string(i)));
+    texts.push_back(std::make_unique<weft::context_var<std::string>>("deep.t" + std::to_string(i)));
+  }
+  weft::executor ex(1);
+  ex.run([&] {
+    std::atomic<bool> bound{false};
+    weft::task_group g;
+    g.spawn([&] {
+      for (int i = 0; i < 40; ++i) {
+        (void)numbers[std::size_t(i)]->set(i * 3L);
+        (void)texts[std::size_t(i)]->set("t" + std::to_string(i));
+      }
+      bound = true;
+      weft::this_fiber::sleep_for(1h);  // until the group is cancelled
+    });
+    while (!bound)
+      weft::this_fiber::yield();
+    std::optional<weft::fiber_info> child;
+    for (const weft::fiber_info& f : ex.fibers()) {
+      if (f.parent != 0) child = f;
+    }
+    g.cancel();
+    REQUIRE(child.has_value());
+    REQUIRE(child->context.size() == 80);
+    for (int i = 0; i < 40; ++i) {
+      CHECK(value(*child, "deep.n" + std::to_string(i)) == std::to_string(i * 3));
+      CHECK(value(*child, "deep.t" + std::to_string(i)) == "t" + std::to_string(i));
+    }
+  });
 }

@@ -85,6 +85,13 @@ inline std::uint32_t references(const node* n) noexcept {
   return n->used & ~n->in_place;
 }
 
+// each_bit() calls f(i) for every bit i set in mask, lowest first.
+template <class F>
+void each_bit(std::uint32_t mask, F f) {
+  for (; mask != 0; mask &= mask - 1)
+    f(unsigned(__builtin_ctz(mask)));
+}
+
 // binding is one slot's value, whichever way it is stored: what set() binds, what a token
 // keeps to restore, what unbinding returns.
 struct binding {
