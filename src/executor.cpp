@@ -375,6 +375,16 @@ void pool::join() {
       idle_lock_, idle_waiters_, [this] { return joined_; }, nullptr, false);
 }
 
+void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept {
+  {
+    std::lock_guard<spinlock> g(target.lock);
+    target.ready.push_bottom(ctx);
+    // seq_cst: pairs with a sleeper's count, as in algorithm::queue().
+    target.ready_size.store(target.ready.size(), std::memory_order_seq_cst);
+  }
+  if (has_sleepers()) wake_sleeper(size());
+}
+
 void pool::wake_sleeper(unsigned except) noexcept {
   const unsigned n = size();
   for (unsigned i = 1; i <= n; ++i) {

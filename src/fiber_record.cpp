@@ -13,6 +13,7 @@
 #include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "pool.hpp"
+#include "scheduler.hpp"
 
 namespace weft::detail {
 
@@ -58,7 +59,7 @@ fiber_record::~fiber_record() {
 }
 
 void fiber_record::main() noexcept {
-  asan::finish_switch();
+  resumed();
   work = work->settle(job_room_below(&slot), job_room_bytes);
   if (scope != nullptr) enter(scope, this);
   work->run(owner);
@@ -108,13 +109,49 @@ void fiber_record::report_unhandled(std::exception_ptr e) noexcept {
 void fiber_record::wake() noexcept {
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   woken_ = true;
-  if (!parked_) return;
-  parked_ = false;
-  const boost::fibers::waker w = waker_;
+  if (park_ == park_state::parked) {
+    park_ = park_state::running;
+    lk.unlock();
+    // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
+    // leave its wait.
+    requeue();
+  } else if (park_ == park_state::sleeping) {
+    park_ = park_state::running;
+    const boost::fibers::waker w = waker_;
+    lk.unlock();
+    // A waker from a park that already ended (deadline) is stale and does nothing.
+    w.wake();
+  }
+  // running: park() sees woken_ before it suspends; parking: settle() sees it.
+}
+
+void fiber_record::requeue() noexcept {
+  note_queued();
+  slot.set_state(fiber_slot::ready);
+  worker_slot* here = tl_slot;
+  if (tl_pool == &owner && here != nullptr && here->algo != nullptr) {
+    // A worker of the fiber's pool: the fiber runs here, where its waker's data is hot; an
+    // I/O completion's fiber waits its turn behind the others (first come, first served).
+    here->algo->queue(ctx_, here->algo->in_reactor());
+  } else {
+    owner.queue_from_outside(*home_, ctx_);
+  }
+}
+
+void fiber_record::settle(algorithm& here) noexcept {
+  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
+  WEFT_ASSERT(park_ == park_state::parking, "a fiber settled that was not parking");
+  ctx_->detach();
+  home_ = &here.slot();
+  if (!woken_) {
+    park_ = park_state::parked;
+    return;
+  }
+  park_ = park_state::running;
   lk.unlock();
-  // A waker from a park that already ended (deadline) is stale and does nothing. The fiber
-  // cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to leave.
-  w.wake();
+  note_queued();
+  slot.set_state(fiber_slot::ready);
+  here.queue(ctx_, false);
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
@@ -124,20 +161,25 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   boost::fibers::context* self = boost::fibers::context::active();
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   if (!woken_ && !(cancellable && is_cancelled(scope))) {
-    waker_ = self->create_waker();
-    parked_ = true;
-    // Both calls release lk only once this fiber is off-CPU, so a wake() cannot schedule
-    // it while it still runs.
     if (deadline == nullptr) {
-      self->suspend(lk);
+      park_ = park_state::parking;
+      lk.unlock();
+      // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
+      // while it may still be on-CPU.
+      algorithm& here = *tl_slot->algo;
+      here.note_parking(this);
+      self->suspend();
     } else {
+      waker_ = self->create_waker();
+      park_ = park_state::sleeping;
+      // Boost releases lk only once this fiber is off-CPU, so a wake() cannot schedule it
+      // while it still runs.
       self->wait_until(*deadline, lk, boost::fibers::waker(waker_));
     }
-    asan::finish_switch();
+    resumed();
     lk = locked(park_lock_);
-    parked_ = false;
+    park_ = park_state::running;
   }
   woken_ = false;
 }
-
 }  // namespace weft::detail

@@ -16,6 +16,9 @@
 
 namespace weft::detail {
 
+class algorithm;
+struct worker_slot;
+
 using clock = std::chrono::steady_clock;
 
 // waiter is a fiber or thread blocked until something it waits for happens. The thing
@@ -141,7 +144,23 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
   // park() suspends this fiber (the caller must be it) until wake(), the deadline, or -- if
   // cancellable -- a cancellation request. Spurious returns are possible: callers loop.
+  //
+  // A park without a deadline leaves the fiber owned by no worker: the worker it parked on
+  // detaches it from its Boost scheduler once it is off-CPU (settle()), and wake() queues it
+  // on the waking worker itself -- the one that ran the I/O completion, or the fiber that
+  // finished -- instead of sending it back to the worker it parked on through Boost's remote
+  // queue. That hop cost a thread wake-up, and a fiber woken for a worker that had lost its
+  // CPU to another thread waited for it (echo p99, docs/io.md). A park with a deadline
+  // stays in Boost's sleep queue of its worker, which owns the timer.
   void park(const clock::time_point* deadline, bool cancellable);
+
+  // settle() is run by the worker this fiber parked on, after the switch away from it: the
+  // fiber is detached, then left parked or -- woken meanwhile -- queued on `here`.
+  void settle(algorithm& here) noexcept;
+
+  boost::fibers::context* boost_context() const noexcept {
+    return ctx_;
+  }
 
   pool& owner;
   job* work;
@@ -157,10 +176,20 @@ class fiber_record final : public boost::fibers::fiber_properties,
   fiber_record* scope_next = nullptr;
 
  private:
-  boost::fibers::detail::spinlock park_lock_;  // Boost releases it once the fiber is off-CPU
+  // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
+  void requeue() noexcept;
+
+  enum class park_state : unsigned char {
+    running,  // on a worker (or queued after a wake)
+    parking,  // parked without a deadline, not yet settle()d by its worker
+    parked,   // detached, in no queue: wake() queues it
+    sleeping  // parked with a deadline, in its worker's Boost sleep queue
+  };
+  boost::fibers::detail::spinlock park_lock_;  // guards the three below
   bool woken_ = false;
-  bool parked_ = false;
-  boost::fibers::waker waker_;  // valid while parked_
+  park_state park_ = park_state::running;
+  worker_slot* home_ = nullptr;  // the worker it parked on: woken from outside, it goes there
+  boost::fibers::waker waker_;   // valid while sleeping
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};
   std::atomic<bool> queued_{false};

@@ -94,6 +94,10 @@ class pool {
   bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
   job* take_injected() noexcept;
 
+  // queue_from_outside() makes a detached fiber ready on worker `target`, from a thread that
+  // is not one of this pool's workers (an offload thread, a plain thread), and wakes a
+  // sleeping worker to take it.
+  void queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept;
   // wake_sleeper() wakes one sleeping worker other than `except` (if any sleeps).
   void wake_sleeper(unsigned except) noexcept;
   bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_seq_cst) != 0; }

@@ -92,6 +92,43 @@ algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) no
   }
 }
 
+void resumed() noexcept {
+  asan::finish_switch();
+  if (worker_slot* w = tl_slot; w != nullptr && w->algo != nullptr) w->algo->settle_parked();
+}
+
+void algorithm::note_parking(fiber_record* f) noexcept {
+  settle_parked();  // an earlier one, if no context since has resumed through resumed()
+  parking_ = f;
+}
+
+void algorithm::settle_now() noexcept {
+  // Not while it is still the running context: pick_next() is called on the stack of the
+  // fiber that suspends.
+  if (parking_->boost_context() == context::active()) return;
+  std::exchange(parking_, nullptr)->settle(*this);
+}
+
+void algorithm::queue(context* ctx, bool fifo) noexcept {
+  {
+    std::lock_guard<spinlock> g(self_.lock);
+    if (fifo) {
+      self_.ready.push_bottom(ctx);
+    } else {
+      self_.ready.push_top(ctx);
+    }
+    // seq_cst, like the sleeper's count and both sides' loads: in their single total order
+    // either the sleeper sees this fiber or this worker sees the sleeper. With a relaxed store
+    // it could wait in the store buffer while both miss each other, and a fiber queued behind
+    // a busy one would wait for it (a lost wake). (A locked xchg on x86: cheaper than mfence.)
+    self_.ready_size.store(self_.ready.size(), std::memory_order_seq_cst);
+    // A fiber woken by a completion this worker runs is taken by this worker as soon as the
+    // handlers are done; a sleeper is woken for the second one on.
+    if (in_reactor_ && self_.ready.size() == 1) return;
+  }
+  if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
+}
+
 void algorithm::awakened(context* ctx) noexcept {
   if (context* active = context::active(); active != running_) {
     // Boost switched to `active` without asking pick_next(): a raw boost::fibers::fiber
@@ -112,28 +149,16 @@ void algorithm::awakened(context* ctx) noexcept {
   }
   ctx->detach();
   fiber_record* rec = record_of(ctx);
+  bool fifo = in_reactor_;
   if (rec != nullptr) {
     rec->note_queued();
     rec->slot.set_state(fiber_slot::ready);
+    // A yielding fiber lets the others go first; so does one woken by an I/O completion:
+    // completions are served first come, first served (newest first starves the oldest
+    // connections of a busy server: its tail latency).
+    if (std::exchange(rec->yielding, false)) fifo = true;
   }
-  {
-    std::lock_guard<spinlock> g(self_.lock);
-    if (rec != nullptr && (rec->yielding || in_reactor_)) {
-      // A yielding fiber lets the others go first; so does one woken by an I/O completion:
-      // completions are served first come, first served (newest first starves the oldest
-      // connections of a busy server: its tail latency).
-      rec->yielding = false;
-      self_.ready.push_bottom(ctx);
-    } else {
-      self_.ready.push_top(ctx);
-    }
-    // seq_cst, like the sleeper's count and both sides' loads: in their single total order
-    // either the sleeper sees this fiber or this worker sees the sleeper. With a relaxed store
-    // it could wait in the store buffer while both miss each other, and a fiber queued behind
-    // a busy one would wait for it (a lost wake). (A locked xchg on x86: cheaper than mfence.)
-    self_.ready_size.store(self_.ready.size(), std::memory_order_seq_cst);
-  }
-  if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
+  queue(ctx, fifo);
 }
 
 context* algorithm::take_local() noexcept {
@@ -169,6 +194,7 @@ context* algorithm::steal() noexcept {
 
 context* algorithm::pick_next() noexcept {
   asan::finish_switch();
+  settle_parked();
   ++ticks_;
   // A busy worker runs the reactor's ready handlers now and then -- only from the dispatcher,
   // where no fiber is half-way through suspending (a handler may wake any fiber).
@@ -281,6 +307,7 @@ bool algorithm::work_visible(bool everywhere) noexcept {
 
 void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
   asan::finish_switch();
+  settle_parked();
   // Completions already queued (an operation that finished at once on this worker) are run
   // here rather than left for a poller.
   if (poll_reactor() && work_visible(false)) return;
@@ -354,7 +381,7 @@ bool algorithm::has_ready_fibers() const noexcept {
 void algorithm::park_main() noexcept {
   main_parked_ = true;
   context::active()->suspend();
-  asan::finish_switch();
+  resumed();
 }
 
 algorithm::~algorithm() {

@@ -130,7 +130,24 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // from outside, or exit). Called by the main fiber only.
   void park_main() noexcept;
 
+  // queue() makes a detached fiber ready on this worker: behind the others if fifo, else
+  // next. Called on this worker's thread.
+  void queue(boost::fibers::context* ctx, bool fifo) noexcept;
+  // in_reactor() is true while this thread runs the reactor's handlers.
+  bool in_reactor() const noexcept { return in_reactor_; }
+  worker_slot& slot() noexcept { return self_; }
+
+  // note_parking() records that f, running here, parks without a deadline; settle_parked()
+  // detaches it once it is off-CPU (fiber_record::settle). Every context that resumes on
+  // this worker calls settle_parked() first (resumed()), and so do pick_next() and
+  // suspend_until() for the fiber that parked, as the dispatcher may be what runs next.
+  void note_parking(fiber_record* f) noexcept;
+  void settle_parked() noexcept {
+    if (parking_ != nullptr) settle_now();
+  }
+
  private:
+  void settle_now() noexcept;
   boost::fibers::context* steal() noexcept;
   boost::fibers::context* take_local() noexcept;
   // work_visible() is true when this worker has something to do: its own queue, its main
@@ -167,6 +184,11 @@ class algorithm final : public boost::fibers::algo::algorithm {
   unsigned dispatches_ = 0;  // passes of the dispatcher through pick_next()
   bool in_reactor_ = false;  // this thread runs the reactor's handlers now
   unsigned rng_;
+  fiber_record* parking_ = nullptr;  // parked here without a deadline, not yet settled
 };
+
+// resumed() is the first thing a context does when it runs again on a worker: the
+// sanitizer's half of the switch, then the fiber that parked on the way here is settled.
+void resumed() noexcept;
 
 }  // namespace weft::detail

@@ -8,6 +8,7 @@
 #include "asan.hpp"
 #include "cancel_scope.hpp"
 #include "fiber_record.hpp"
+#include "scheduler.hpp"
 
 namespace weft::this_fiber {
 
@@ -39,7 +40,7 @@ void yield() {
   }
   self->yielding = true;
   boost::this_fiber::yield();
-  weft::detail::asan::finish_switch();
+  weft::detail::resumed();
   throw_if_cancelled();
 }
 

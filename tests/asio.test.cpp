@@ -15,6 +15,7 @@
 #include <weft/asio.hpp>
 #include <weft/weft.hpp>
 
+#include "stuck_worker.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -74,6 +75,31 @@ TEST_CASE("a timer wait suspends the fiber, not the worker; the context stays", 
     CHECK(conn_id.get() == 7);
     g.wait();
     CHECK(others == 10);
+  });
+}
+
+TEST_CASE("a read completed while the reading fiber's worker is stuck resumes it elsewhere",
+          "[asio]") {
+  // The completion runs on the worker that polls the io_context -- here the one that is not
+  // stuck -- and the fiber it wakes runs there.
+  weft::executor ex(2);
+  auto [client, server] = ex.run([&] {
+    auto acceptor = listen_on_loopback(weft::io_context(ex));
+    return connected_pair(weft::io_context(ex), acceptor);
+  });
+  CHECK(test::resumes_past_a_stuck_worker(ex, [&](const auto& release, const auto& spin) {
+    std::thread writer([&] {
+      release();
+      boost::asio::write(client, boost::asio::buffer("x", 1));
+    });
+    spin();
+    char byte = 0;
+    CHECK(server.async_read_some(boost::asio::buffer(&byte, 1), weft::use_fiber) == 1);
+    writer.join();  // it has written: the read is complete
+  }));
+  ex.run([&] {
+    client.close();
+    server.close();
   });
 }
 

@@ -25,6 +25,7 @@
 
 #include <weft/weft.hpp>
 
+#include "stuck_worker.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -670,6 +671,26 @@ TEST_CASE("a fiber queued behind a busy spawn/wake loop still runs on a 1-thread
   INFO("rounds before it ran: " << rounds_before.load());
   CHECK(rounds_before >= 0);
   CHECK(rounds_before < 5000);
+}
+
+TEST_CASE("a fiber woken while the worker it parked on is stuck resumes on another worker",
+          "[executor]") {
+  // A fiber that waits is owned by no worker until it is woken; its waker queues it where
+  // someone can run it, not on the worker it parked on.
+  weft::executor ex(2);
+  SECTION("woken by a fiber that finishes") {
+    CHECK(test::resumes_past_a_stuck_worker(ex, [](const auto& release, const auto& spin) {
+      auto waker = weft::spawn(release);
+      spin();
+      waker.get();
+    }));
+  }
+  SECTION("woken by a blocking thread that finishes an offload()ed call") {
+    CHECK(test::resumes_past_a_stuck_worker(ex, [](const auto& release, const auto& spin) {
+      spin();
+      weft::offload(release);
+    }));
+  }
 }
 
 TEST_CASE("an executor destroyed from one of its own fibers still finishes its work",
