@@ -104,6 +104,7 @@ pool::pool(executor& ex, executor_options options)
     for (unsigned i = 0; i < options_.threads; ++i) {
       workers_.push_back(std::make_unique<worker_slot>());
       workers_.back()->index = i;
+      workers_.back()->seen.resize(options_.threads);
     }
     threads_.reserve(options_.threads);
     for (unsigned i = 0; i < options_.threads; ++i) {
@@ -378,7 +379,7 @@ void pool::join() {
 void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept {
   {
     std::lock_guard<spinlock> g(target.lock);
-    target.ready.push_bottom(ctx);
+    queue_behind(target, ctx);
     // seq_cst: pairs with a sleeper's count, as in algorithm::queue().
     target.ready_size.store(target.ready.size(), std::memory_order_seq_cst);
   }

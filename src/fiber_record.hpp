@@ -166,8 +166,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   job* work;
   fiber_slot& slot;  // just above the record, at the top of the stack; its id is the fiber's
 
-  bool yielding = false;  // this_fiber::yield(): queue behind the others, not in front
-  bool ending = false;    // main() returns next: the sanitizer may free its fake stack
+  bool yielding = false;       // this_fiber::yield(): queue behind the others, not in front
+  bool queued_behind = false;  // in a ready queue's bottom part (worker_slot::waiting_behind)
+  bool ending = false;         // main() returns next: the sanitizer may free its fake stack
   eh_state eh;
   void* fake_stack = nullptr;          // the sanitizer's fake stack while the fiber is off-CPU
   const void* stack_bottom = nullptr;  // for sanitizer annotations

@@ -28,6 +28,12 @@ constexpr unsigned kFairEvery = 1021;
 // A busy worker polls the reactor (the executor's io_context) every kPollEvery passes of its
 // dispatcher, which runs every kDispatchEvery picks; an idle one, before it sleeps.
 constexpr unsigned kPollEvery = 4;
+// A worker that has ready fibers and makes no pick for this long is stalled: its thread lost
+// the CPU to another (the OS's time slice here is 4 ms) or one fiber runs long. The other
+// workers then take its oldest fibers before their own. Fibers run for microseconds, so a
+// shorter time made workers rob each other of fresh work: skynet opened new branches of its
+// spawn tree (13x slower, 800 MB) at a stall time of 16 picks.
+constexpr std::chrono::microseconds kStallAfter{200};
 // An idle worker looks for work this many times before it goes to sleep.
 constexpr unsigned kIdleSpins = 256;
 // While spinning it looks at this many other workers per look (a full scan per spin made
@@ -79,7 +85,8 @@ algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) no
       thread_record_(thread_record),
       main_(context::active()),
       running_(context::active()),
-      rng_(index * 2654435761u + 1) {
+      rng_(index * 2654435761u + 1),
+      stalled_(owner.size()) {
   self_.algo = this;
   pthread_attr_t attr;
   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
@@ -109,11 +116,30 @@ void algorithm::settle_now() noexcept {
   std::exchange(parking_, nullptr)->settle(*this);
 }
 
+void queue_behind(worker_slot& w, context* ctx) {
+  w.ready.push_bottom(ctx);
+  if (fiber_record* rec = record_of(ctx)) {
+    rec->queued_behind = true;
+    w.waiting_behind.store(w.waiting_behind.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+  }
+}
+
+void dequeued(worker_slot& w, context* ctx) noexcept {
+  if (fiber_record* rec = record_of(ctx)) {
+    rec->note_dequeued();
+    if (std::exchange(rec->queued_behind, false)) {
+      w.waiting_behind.store(w.waiting_behind.load(std::memory_order_relaxed) - 1,
+                             std::memory_order_relaxed);
+    }
+  }
+}
+
 void algorithm::queue(context* ctx, bool fifo) noexcept {
   {
     std::lock_guard<spinlock> g(self_.lock);
     if (fifo) {
-      self_.ready.push_bottom(ctx);
+      queue_behind(self_, ctx);
     } else {
       self_.ready.push_top(ctx);
     }
@@ -167,7 +193,25 @@ context* algorithm::take_local() noexcept {
   if (self_.ready.empty()) return nullptr;
   context* c = (ticks_ % kFairEvery == 0) ? self_.ready.pop_bottom() : self_.ready.pop_top();
   self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
-  if (fiber_record* rec = record_of(c)) rec->note_dequeued();
+  dequeued(self_, c);
+  return c;
+}
+
+context* algorithm::steal_from(unsigned v, bool behind_only) noexcept {
+  worker_slot& victim = pool_.worker(v);
+  if ((behind_only ? std::size_t{victim.waiting_behind.load(std::memory_order_relaxed)}
+                   : victim.ready_size.load(std::memory_order_relaxed)) == 0) {
+    return nullptr;
+  }
+  std::lock_guard<spinlock> g(victim.lock);
+  if (victim.ready.empty() ||
+      (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0)) {
+    return nullptr;
+  }
+  context* c = victim.ready.pop_bottom();
+  victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
+  dequeued(victim, c);
+  worker_slot::bump(self_.steals);
   return c;
 }
 
@@ -179,17 +223,31 @@ context* algorithm::steal() noexcept {
   for (unsigned i = 0; i < n; ++i) {
     const unsigned v = (start + i) % n;
     if (v == index_) continue;
-    worker_slot& victim = pool_.worker(v);
-    if (victim.ready_size.load(std::memory_order_relaxed) == 0) continue;
-    std::lock_guard<spinlock> g(victim.lock);
-    if (victim.ready.empty()) continue;
-    context* c = victim.ready.pop_bottom();
-    victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
-    if (fiber_record* rec = record_of(c)) rec->note_dequeued();
-    worker_slot::bump(self_.steals);
-    return c;
+    if (context* c = steal_from(v, false)) return c;
   }
   return nullptr;
+}
+
+void algorithm::look_for_stalls() noexcept {
+  const unsigned n = pool_.size();
+  stalled_ = n;
+  if (n < 2) return;
+  const auto now = std::chrono::steady_clock::now();
+  const unsigned looks = std::min(n - 1, kSpinVictims);
+  rng_ = rng_ * 1664525u + 1013904223u;
+  for (unsigned i = 0, v = rng_ % n; i < looks; ++i, v = (v + 1) % n) {
+    if (v == index_) v = (v + 1) % n;
+    worker_slot& w = pool_.worker(v);
+    const std::uint32_t p = w.progress.load(std::memory_order_relaxed);
+    worker_slot::progress_seen& seen = self_.seen[v];
+    if (p != seen.progress) {
+      seen.progress = p;
+      seen.since = now;
+    } else if (now - seen.since >= kStallAfter &&
+               w.waiting_behind.load(std::memory_order_relaxed) != 0) {
+      stalled_ = v;
+    }
+  }
 }
 
 context* algorithm::pick_next() noexcept {
@@ -204,7 +262,13 @@ context* algorithm::pick_next() noexcept {
     // forever: suspend_until() saw "work" and returned at once.) A wake-up that comes after
     // this sets it again, and wakes this worker as well.
     self_.remote_pending.store(false, std::memory_order_relaxed);
-    if (++dispatches_ % kPollEvery == 0) poll_reactor();
+    // Progress is published once per pass, not per pick: others read it (and so take its
+    // cache line) only now and then.
+    self_.progress.store(dispatches_, std::memory_order_relaxed);
+    if (++dispatches_ % kPollEvery == 0) {
+      poll_reactor();
+      look_for_stalls();
+    }
   }
   context* next = nullptr;
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
@@ -219,6 +283,9 @@ context* algorithm::pick_next() noexcept {
   } else if (main_wanted && ticks_ % kDispatchEvery == kDispatchEvery / 2) {
     main_parked_ = false;
     next = main_;
+  } else if (stalled_ != pool_.size() && (next = steal_from(stalled_, true)) != nullptr) {
+    // A stalled worker's fibers go first: they have waited longest.
+    context::active()->attach(next);
   } else if ((next = take_local()) != nullptr) {
     context::active()->attach(next);
   } else if (main_wanted) {

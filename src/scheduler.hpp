@@ -61,6 +61,13 @@ struct alignas(64) worker_slot {
   spinlock lock;  // guards ready
   ready_queue ready;
   std::atomic<std::size_t> ready_size{0};  // lock-free hint for thieves
+  // Fibers queued behind the others (woken by I/O, from outside, or yielding): guarded by
+  // lock, read without it by workers looking for a stall.
+  std::atomic<std::uint32_t> waiting_behind{0};
+  // Dispatcher passes this worker made. One that has fibers waiting behind and makes no pass
+  // for a while is stalled (its thread lost its CPU, or a fiber runs long): the other workers
+  // then take those fibers before their own.
+  std::atomic<std::uint32_t> progress{0};
   std::atomic<bool> sleeping{false};
   std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
   std::mutex sleep_mutex;
@@ -82,6 +89,14 @@ struct alignas(64) worker_slot {
 
   unsigned index = 0;  // of this worker in its pool
 
+  // What this worker last saw of each worker's progress, and when it changed: used by this
+  // worker only (algorithm::look_for_stalls), sized with the pool.
+  struct progress_seen {
+    std::uint32_t progress = 0;
+    std::chrono::steady_clock::time_point since{};
+  };
+  std::vector<progress_seen> seen;
+
   // bump() adds one and returns the new count.
   static std::uint64_t bump(std::atomic<std::uint64_t>& counter) noexcept {
     const std::uint64_t n = counter.load(std::memory_order_relaxed) + 1;
@@ -92,6 +107,11 @@ struct alignas(64) worker_slot {
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;
 };
+
+// queue_behind() puts ctx at the bottom of w's ready queue (behind the others), with w.lock
+// held; dequeued() is the bookkeeping of every pop.
+void queue_behind(worker_slot& w, boost::fibers::context* ctx);
+void dequeued(worker_slot& w, boost::fibers::context* ctx) noexcept;
 
 // io_wait_mark counts the calling pool fiber among the fibers waiting on I/O while it
 // exists (executor_stats::io_waiting); on a plain thread it does nothing. Each change is
@@ -149,6 +169,12 @@ class algorithm final : public boost::fibers::algo::algorithm {
  private:
   void settle_now() noexcept;
   boost::fibers::context* steal() noexcept;
+  // steal_from() takes victim's oldest ready fiber, if it has one (only one that waits
+  // behind, if behind_only).
+  boost::fibers::context* steal_from(unsigned victim, bool behind_only) noexcept;
+  // look_for_stalls() notes a worker that has fibers waiting behind and has made no
+  // dispatcher pass for kStallAfter (stalled_); a busy worker looks every kPollEvery passes.
+  void look_for_stalls() noexcept;
   boost::fibers::context* take_local() noexcept;
   // work_visible() is true when this worker has something to do: its own queue, its main
   // fiber, remote wake-ups, or a stealable fiber at a few other workers (all of them when
@@ -185,6 +211,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   bool in_reactor_ = false;  // this thread runs the reactor's handlers now
   unsigned rng_;
   fiber_record* parking_ = nullptr;  // parked here without a deadline, not yet settled
+  unsigned stalled_;                 // a stalled worker, or the pool's size if none
 };
 
 // resumed() is the first thing a context does when it runs again on a worker: the

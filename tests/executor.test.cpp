@@ -693,6 +693,65 @@ TEST_CASE("a fiber woken while the worker it parked on is stuck resumes on anoth
   }
 }
 
+TEST_CASE("fibers queued on a stuck worker are taken by one that is busy too", "[executor]") {
+  // A fiber woken from outside the pool is queued on the worker it parked on. When that
+  // worker is stuck (here in a fiber that never yields; in real life a thread that lost its
+  // CPU), a worker that keeps finding work of its own must still take it before long.
+  weft::executor ex(2);
+  const bool scenario = ex.run([&] {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const auto here = std::this_thread::get_id();
+      std::atomic<int> spinner_state{0};  // 1: spins on `here`, 2: ran elsewhere
+      std::atomic<int> yielder_state{0};  // 1: yields on the other worker, 2: ran here
+      std::atomic<bool> resumed{false};
+      bool stuck_until_resumed = false;
+      // Queued on this worker: the yielder at the bottom (taken by the other worker), the
+      // spinner on top (run here once this fiber parks).
+      auto yielder = weft::spawn([&] {
+        if (std::this_thread::get_id() == here) {
+          yielder_state = 2;
+          return;
+        }
+        yielder_state = 1;
+        // Three fibers yielding in turn: whenever one yields, another is in the queue, so
+        // this worker never runs out of work of its own (and never steals for want of it).
+        // (They give up after the spinner does, so the spinner fails if nobody came.)
+        const auto give_up = std::chrono::steady_clock::now() + 40s;
+        auto keep_yielding = [&] {
+          while (!resumed && std::chrono::steady_clock::now() < give_up)
+            weft::this_fiber::yield();
+        };
+        weft::task_group busy;
+        busy.spawn(keep_yielding);
+        busy.spawn(keep_yielding);
+        keep_yielding();
+        busy.wait();
+      });
+      auto spinner = weft::spawn([&] {
+        if (std::this_thread::get_id() != here) {
+          spinner_state = 2;
+          return;
+        }
+        spinner_state = 1;
+        stuck_until_resumed = test::eventually([&] { return resumed.load(); });
+      });
+      // A blocking thread ends the wait once both are in place: this fiber is queued on this
+      // worker again, where the spinner runs.
+      weft::offload(
+          [&] { test::eventually([&] { return spinner_state != 0 && yielder_state != 0; }); });
+      resumed = true;
+      spinner.get();
+      yielder.get();
+      if (spinner_state == 1 && yielder_state == 1) {
+        CHECK(stuck_until_resumed);
+        return true;
+      }
+    }
+    return false;
+  });
+  CHECK(scenario);
+}
+
 TEST_CASE("an executor destroyed from one of its own fibers still finishes its work",
           "[executor]") {
   auto* ex = new weft::executor(2);
