@@ -12,6 +12,7 @@
 
 #include "asan.hpp"
 #include "cancel_scope.hpp"
+#include "park_timers.hpp"
 #include "pool.hpp"
 #include "scheduler.hpp"
 
@@ -113,14 +114,8 @@ void fiber_record::wake() noexcept {
     park_ = park_state::running;
     lk.unlock();
     // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
-    // leave its wait.
+    // leave its wait (park_timers' own, for a deadline).
     requeue();
-  } else if (park_ == park_state::sleeping) {
-    park_ = park_state::running;
-    const boost::fibers::waker w = waker_;
-    lk.unlock();
-    // A waker from a park that already ended (deadline) is stale and does nothing.
-    w.wake();
   }
   // running: park() sees woken_ before it suspends; parking: settle() sees it.
 }
@@ -161,22 +156,17 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   boost::fibers::context* self = boost::fibers::context::active();
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   if (!woken_ && !(cancellable && is_cancelled(scope))) {
-    if (deadline == nullptr) {
-      park_ = park_state::parking;
-      lk.unlock();
-      // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
-      // while it may still be on-CPU.
-      algorithm& here = *tl_slot->algo;
-      here.note_parking(this);
-      self->suspend();
-    } else {
-      waker_ = self->create_waker();
-      park_ = park_state::sleeping;
-      // Boost releases lk only once this fiber is off-CPU, so a wake() cannot schedule it
-      // while it still runs.
-      self->wait_until(*deadline, lk, boost::fibers::waker(waker_));
-    }
+    park_ = park_state::parking;
+    lk.unlock();
+    // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
+    // while it may still be on-CPU.
+    algorithm& here = *tl_slot->algo;
+    if (deadline != nullptr) here.slot().timers.add(*this, *deadline);
+    here.note_parking(this);
+    self->suspend();
     resumed();
+    // Before the fiber can leave (and its record go): the deadline must not fire any more.
+    if (deadline != nullptr) timer_home->remove(*this);
     lk = locked(park_lock_);
     park_ = park_state::running;
   }

@@ -7,7 +7,7 @@
 
 #include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/properties.hpp>
-#include <boost/fiber/waker.hpp>
+#include <boost/intrusive/set_hook.hpp>
 
 #include <weft/detail/assert.hpp>
 #include <weft/detail/fiber_state.hpp>
@@ -17,6 +17,7 @@
 namespace weft::detail {
 
 class algorithm;
+class park_timers;
 struct worker_slot;
 
 using clock = std::chrono::steady_clock;
@@ -145,13 +146,13 @@ class fiber_record final : public boost::fibers::fiber_properties,
   // park() suspends this fiber (the caller must be it) until wake(), the deadline, or -- if
   // cancellable -- a cancellation request. Spurious returns are possible: callers loop.
   //
-  // A park without a deadline leaves the fiber owned by no worker: the worker it parked on
-  // detaches it from its Boost scheduler once it is off-CPU (settle()), and wake() queues it
-  // on the waking worker itself -- the one that ran the I/O completion, or the fiber that
-  // finished -- instead of sending it back to the worker it parked on through Boost's remote
-  // queue. That hop cost a thread wake-up, and a fiber woken for a worker that had lost its
-  // CPU to another thread waited for it (echo p99, docs/io.md). A park with a deadline
-  // stays in Boost's sleep queue of its worker, which owns the timer.
+  // A parked fiber is owned by no worker: the worker it parked on detaches it from its Boost
+  // scheduler once it is off-CPU (settle()), and wake() queues it on the waking worker
+  // itself -- the one that ran the I/O completion, the fiber that finished, the one that
+  // fired its deadline -- instead of sending it back to the worker it parked on through
+  // Boost's remote queue. That hop cost a thread wake-up, and a fiber woken for a worker that
+  // had lost its CPU to another thread waited for it (echo p99, docs/io.md). A deadline is
+  // filed in the park_timers of the worker it parked on.
   void park(const clock::time_point* deadline, bool cancellable);
 
   // settle() is run by the worker this fiber parked on, after the switch away from it: the
@@ -176,21 +177,25 @@ class fiber_record final : public boost::fibers::fiber_properties,
   fiber_record* scope_prev = nullptr;  // links among the fibers of the same cancel_scope
   fiber_record* scope_next = nullptr;
 
+  // While it parks with a deadline: its place in timer_home (park_timers).
+  using timer_hook_type = boost::intrusive::set_member_hook<>;
+  timer_hook_type timer_hook;
+  clock::time_point timer_deadline;
+  park_timers* timer_home = nullptr;
+
  private:
   // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
   void requeue() noexcept;
 
   enum class park_state : unsigned char {
     running,  // on a worker (or queued after a wake)
-    parking,  // parked without a deadline, not yet settle()d by its worker
-    parked,   // detached, in no queue: wake() queues it
-    sleeping  // parked with a deadline, in its worker's Boost sleep queue
+    parking,  // parked, not yet settle()d by its worker
+    parked    // detached, in no queue: wake() queues it
   };
   boost::fibers::detail::spinlock park_lock_;  // guards the three below
   bool woken_ = false;
   park_state park_ = park_state::running;
   worker_slot* home_ = nullptr;  // the worker it parked on: woken from outside, it goes there
-  boost::fibers::waker waker_;   // valid while sleeping
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};
   std::atomic<bool> queued_{false};

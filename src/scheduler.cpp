@@ -243,9 +243,10 @@ void algorithm::look_for_stalls() noexcept {
     if (p != seen.progress) {
       seen.progress = p;
       seen.since = now;
-    } else if (now - seen.since >= kStallAfter &&
-               w.waiting_behind.load(std::memory_order_relaxed) != 0) {
-      stalled_ = v;
+    } else if (now - seen.since >= kStallAfter) {
+      if (w.waiting_behind.load(std::memory_order_relaxed) != 0) stalled_ = v;
+      // (An idle worker makes no passes either; firing its deadlines for it is harmless.)
+      if (w.timers.earliest() <= now) w.timers.fire(now);
     }
   }
 }
@@ -265,6 +266,7 @@ context* algorithm::pick_next() noexcept {
     // Progress is published once per pass, not per pick: others read it (and so take its
     // cache line) only now and then.
     self_.progress.store(dispatches_, std::memory_order_relaxed);
+    fire_timers();
     if (++dispatches_ % kPollEvery == 0) {
       poll_reactor();
       look_for_stalls();
@@ -372,9 +374,20 @@ bool algorithm::work_visible(bool everywhere) noexcept {
   return false;
 }
 
-void algorithm::suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept {
+void algorithm::fire_timers() noexcept {
+  const auto earliest = self_.timers.earliest();
+  if (earliest == std::chrono::steady_clock::time_point::max()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (earliest <= now) self_.timers.fire(now);
+}
+
+void algorithm::suspend_until(
+    std::chrono::steady_clock::time_point const& boost_deadline) noexcept {
   asan::finish_switch();
   settle_parked();
+  fire_timers();
+  // Boost's sleep queue (raw Boost.Fiber waits) and this worker's parked fibers' deadlines.
+  const auto deadline = std::min(boost_deadline, self_.timers.earliest());
   // Completions already queued (an operation that finished at once on this worker) are run
   // here rather than left for a poller.
   if (poll_reactor() && work_visible(false)) return;

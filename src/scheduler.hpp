@@ -3,12 +3,19 @@
 // Each worker thread has a ready deque. The owner pushes and pops at the top (newest first:
 // a fiber's children run while its stack is still hot, and a spawn tree is explored depth
 // first, so few of its fibers are alive at once); thieves take from the bottom (oldest
-// first, the biggest pieces of work). Yielding fibers
-// go to the bottom so they let everyone else run. The pinned main and dispatcher contexts
-// are kept out of the deque (they must never be stolen). Idle workers spin briefly, then
-// sleep on a condition variable -- or, when the executor has an io_context, one of them
-// blocks in it instead (see reactor in pool.hpp); a worker that queues stealable work wakes
-// one sleeper.
+// first, the biggest pieces of work). Fibers that should wait their turn go to the bottom,
+// "behind": yielding ones, those woken by an I/O completion (first come, first served) and
+// those woken from outside the pool. The pinned main and dispatcher contexts are kept out of
+// the deque (they must never be stolen). Idle workers spin briefly, then sleep on a condition
+// variable -- or, when the executor has an io_context, one of them blocks in it instead (see
+// reactor in pool.hpp); a worker that queues stealable work wakes one sleeper.
+//
+// A fiber parked without a deadline belongs to no worker (fiber_record::park): whoever wakes
+// it queues it on its own worker. A busy worker also watches the others: one that has fibers
+// queued behind and has made no dispatcher pass for a while is stalled (its thread lost the
+// CPU, or a fiber runs long), and its fibers queued behind are taken first. Between them the
+// two rules give what a single shared queue gives Asio's threads -- no fiber waits for one
+// particular thread -- while keeping per-worker queues for spawn trees.
 //
 // All state that other threads touch lives in worker_slot, owned by the pool and outliving
 // every worker thread: waking a worker never touches a Boost scheduler that may be gone.
@@ -29,6 +36,7 @@
 #include <weft/detail/spinlock.hpp>
 
 #include "fiber_record.hpp"
+#include "park_timers.hpp"
 #include "stack_pool.hpp"
 
 namespace weft::detail {
@@ -74,6 +82,7 @@ struct alignas(64) worker_slot {
   std::condition_variable sleep_cv;
   bool notified = false;                   // guarded by sleep_mutex
   std::atomic<reactor*> polling{nullptr};  // the reactor this worker blocks in, if it does
+  park_timers timers;                      // the deadlines of the fibers that parked on this worker
   algorithm* algo = nullptr;               // set while the worker thread runs
   stack_pool::cache stacks;                // used by this worker's thread only
   // Counters for executor::stats(), written by this worker only (no locked instruction).
@@ -168,12 +177,15 @@ class algorithm final : public boost::fibers::algo::algorithm {
 
  private:
   void settle_now() noexcept;
+  // fire_timers() wakes the fibers parked here whose deadline passed.
+  void fire_timers() noexcept;
   boost::fibers::context* steal() noexcept;
   // steal_from() takes victim's oldest ready fiber, if it has one (only one that waits
   // behind, if behind_only).
   boost::fibers::context* steal_from(unsigned victim, bool behind_only) noexcept;
   // look_for_stalls() notes a worker that has fibers waiting behind and has made no
-  // dispatcher pass for kStallAfter (stalled_); a busy worker looks every kPollEvery passes.
+  // dispatcher pass for kStallAfter (stalled_), and fires its expired deadlines; a busy
+  // worker looks every kPollEvery passes.
   void look_for_stalls() noexcept;
   boost::fibers::context* take_local() noexcept;
   // work_visible() is true when this worker has something to do: its own queue, its main

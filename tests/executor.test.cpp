@@ -677,19 +677,30 @@ TEST_CASE("a fiber woken while the worker it parked on is stuck resumes on anoth
           "[executor]") {
   // A fiber that waits is owned by no worker until it is woken; its waker queues it where
   // someone can run it, not on the worker it parked on.
+  // Waits under a deadline too: the deadline is filed with the worker, the fiber is not.
+  const bool under_deadline = GENERATE(false, true);
+  auto waiting = [under_deadline](auto wait) {
+    return [under_deadline, wait](const auto& release, const auto& spin) {
+      if (under_deadline) {
+        weft::with_timeout(1h, wait, release, spin);
+      } else {
+        wait(release, spin);
+      }
+    };
+  };
   weft::executor ex(2);
   SECTION("woken by a fiber that finishes") {
-    CHECK(test::resumes_past_a_stuck_worker(ex, [](const auto& release, const auto& spin) {
-      auto waker = weft::spawn(release);
-      spin();
-      waker.get();
-    }));
+    CHECK(test::resumes_past_a_stuck_worker(ex, waiting([](const auto& release, const auto& spin) {
+                                              auto waker = weft::spawn(release);
+                                              spin();
+                                              waker.get();
+                                            })));
   }
   SECTION("woken by a blocking thread that finishes an offload()ed call") {
-    CHECK(test::resumes_past_a_stuck_worker(ex, [](const auto& release, const auto& spin) {
-      spin();
-      weft::offload(release);
-    }));
+    CHECK(test::resumes_past_a_stuck_worker(ex, waiting([](const auto& release, const auto& spin) {
+                                              spin();
+                                              weft::offload(release);
+                                            })));
   }
 }
 
@@ -697,6 +708,8 @@ TEST_CASE("fibers queued on a stuck worker are taken by one that is busy too", "
   // A fiber woken from outside the pool is queued on the worker it parked on. When that
   // worker is stuck (here in a fiber that never yields; in real life a thread that lost its
   // CPU), a worker that keeps finding work of its own must still take it before long.
+  // Or the fiber's deadline passes: the worker it parked on cannot fire it, the busy one must.
+  const bool deadline = GENERATE(false, true);
   weft::executor ex(2);
   const bool scenario = ex.run([&] {
     for (int attempt = 0; attempt < 200; ++attempt) {
@@ -735,14 +748,20 @@ TEST_CASE("fibers queued on a stuck worker are taken by one that is busy too", "
         spinner_state = 1;
         stuck_until_resumed = test::eventually([&] { return resumed.load(); });
       });
-      // A blocking thread ends the wait once both are in place: this fiber is queued on this
-      // worker again, where the spinner runs.
-      weft::offload(
-          [&] { test::eventually([&] { return spinner_state != 0 && yielder_state != 0; }); });
+      if (deadline) {
+        // Long enough for both to be in place (else the attempt is repeated).
+        weft::this_fiber::sleep_for(20ms);
+      } else {
+        // A blocking thread ends the wait once both are in place: this fiber is queued on
+        // this worker again, where the spinner runs.
+        weft::offload(
+            [&] { test::eventually([&] { return spinner_state != 0 && yielder_state != 0; }); });
+      }
+      const bool in_place = spinner_state == 1 && yielder_state == 1;
       resumed = true;
       spinner.get();
       yielder.get();
-      if (spinner_state == 1 && yielder_state == 1) {
+      if (in_place) {
         CHECK(stuck_until_resumed);
         return true;
       }

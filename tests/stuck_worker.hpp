@@ -18,8 +18,9 @@ namespace test {
 // worker -- to call release() and end the wait, call spawn_spinner() right before it parks,
 // and park. The spinner, spawned last, lands on top of the waiting fiber's worker queue and
 // runs there once the fiber parks (when the other worker takes it first, the attempt is
-// repeated); it then never yields until the waiting fiber has run again. So the waiting
-// fiber must resume on the other worker. Returns false if the scenario never came about;
+// repeated, and so it is when the wait ended before the spinner started); it then never
+// yields until the waiting fiber has run again. So the waiting fiber must resume on the
+// other worker. Returns false if the scenario never came about;
 // CHECKs that the spinner did not wait in vain.
 template <class Wait>
 bool resumes_past_a_stuck_worker(weft::executor& ex, Wait wait) {
@@ -43,9 +44,11 @@ bool resumes_past_a_stuck_worker(weft::executor& ex, Wait wait) {
           stuck_until_resumed = eventually([&] { return resumed.load(); });
         });
       });
+      // The scenario holds if the spinner was already spinning when this fiber ran again.
+      const bool stuck_before = spinner_state == 1;
       resumed = true;
       spinner.get();
-      if (spinner_state == 1) {
+      if (stuck_before) {
         CHECK(stuck_until_resumed);
         return true;
       }
