@@ -6,10 +6,10 @@
 // parked in them.
 //
 // A deadline (with_deadline) is a scope too, whose cancellation is the clock: each scope
-// carries the earliest deadline of itself and its ancestors, fixed when it is made. Nobody
-// fires a deadline -- there is no timer to register or remove: a cancellation point compares
-// the clock with it, and a fiber (or thread) that waits cancellably waits no longer than it,
-// so the worker's own sleep queue wakes it. The error says which cause came first: the
+// carries the earliest deadline of itself and its ancestors, fixed when it is made. The scope
+// registers no timer: a cancellation point compares the clock with it, and a fiber (or
+// thread) that waits cancellably waits no longer than it -- the wait's own timeout (a
+// fiber's, in its worker's park_timers) wakes it. The error says which cause came first: the
 // deadline, or the cancellation request (whose time the scope records).
 #pragma once
 
