@@ -11,8 +11,8 @@
 
 namespace {
 
-// One wait on an already expired timer through weft::use_fiber, from a pool fiber: the
-// operation completes on the executor's I/O thread, which wakes the fiber on its worker.
+// One wait on an already expired timer through weft::use_fiber, from a pool fiber: the fiber
+// parks, its worker (out of fibers) polls the io_context, whose handler wakes the fiber there.
 void use_fiber_timer_wait(benchmark::State& state) {
   weft::executor ex(1);
   ex.run([&] {
