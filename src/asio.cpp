@@ -102,6 +102,11 @@ class io_runner final : public pool_service, public reactor {
   void poll() noexcept override {
     guarded([this] { io_.poll(); });
   }
+  bool poll_one() noexcept override {
+    bool ran = false;
+    guarded([&] { ran = io_.poll_one() != 0; });
+    return ran;
+  }
   void run_one_until(std::chrono::steady_clock::time_point deadline) noexcept override {
     guarded([&] {
       if (deadline == std::chrono::steady_clock::time_point::max()) {

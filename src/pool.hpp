@@ -48,6 +48,8 @@ struct reactor {
   virtual ~reactor() = default;
   // poll() runs the handlers that are ready, without blocking.
   virtual void poll() noexcept = 0;
+  // poll_one() runs at most one ready handler, without blocking; false if none was ready.
+  virtual bool poll_one() noexcept = 0;
   // run_one_until() blocks until one handler ran, interrupt() was called, or the deadline.
   virtual void run_one_until(std::chrono::steady_clock::time_point deadline) noexcept = 0;
   // interrupt() ends target's run_one_until() in progress (or its next one); any thread. A

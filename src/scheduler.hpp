@@ -201,6 +201,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // poll_reactor() runs the ready handlers of the executor's reactor, if it has one (false if
   // not). Any number of workers may poll at once.
   bool poll_reactor() noexcept;
+  // poll_reactor_until_work() runs ready handlers one by one until work is visible (true) or
+  // none is left (false).
+  bool poll_reactor_until_work() noexcept;
   eh_state& eh_of(boost::fibers::context* c) noexcept;
 
   pool& pool_;
