@@ -377,12 +377,7 @@ void pool::join() {
 }
 
 void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept {
-  {
-    std::lock_guard<spinlock> g(target.lock);
-    queue_behind(target, ctx);
-    // seq_cst: pairs with a sleeper's count, as in algorithm::queue().
-    target.ready_size.store(target.ready.size(), std::memory_order_seq_cst);
-  }
+  push_ready(target, ctx, true);
   if (has_sleepers()) wake_sleeper(size());
 }
 

@@ -144,16 +144,13 @@ void fiber_record::settle(algorithm& here) noexcept {
   }
   park_ = park_state::running;
   lk.unlock();
-  note_queued();
-  slot.set_state(fiber_slot::ready);
-  here.queue(ctx_, false);
+  requeue();  // on `here`: this runs on its thread
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   // A cancellable wait ends at the scope's deadline too; the caller then sees is_cancelled().
   clock::time_point limit;
   if (cancellable) deadline = wait_limit(deadline, scope, limit);
-  boost::fibers::context* self = boost::fibers::context::active();
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   if (!woken_ && !(cancellable && is_cancelled(scope))) {
     park_ = park_state::parking;
@@ -163,7 +160,7 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
     algorithm& here = *tl_slot->algo;
     if (deadline != nullptr) here.slot().timers.add(*this, *deadline);
     here.note_parking(this);
-    self->suspend();
+    ctx_->suspend();
     resumed();
     // Before the fiber can leave (and its record go): the deadline must not fire any more.
     if (deadline != nullptr) timer_home->remove(*this);

@@ -117,13 +117,25 @@ void algorithm::settle_now() noexcept {
   std::exchange(parking_, nullptr)->settle(*this);
 }
 
-void queue_behind(worker_slot& w, context* ctx) {
-  w.ready.push_bottom(ctx);
-  if (fiber_record* rec = record_of(ctx)) {
-    rec->queued_behind = true;
-    w.waiting_behind.store(w.waiting_behind.load(std::memory_order_relaxed) + 1,
-                           std::memory_order_relaxed);
+std::size_t push_ready(worker_slot& w, context* ctx, bool behind) noexcept {
+  std::lock_guard<spinlock> g(w.lock);
+  if (behind) {
+    w.ready.push_bottom(ctx);
+    if (fiber_record* rec = record_of(ctx)) {
+      rec->queued_behind = true;
+      w.waiting_behind.store(w.waiting_behind.load(std::memory_order_relaxed) + 1,
+                             std::memory_order_relaxed);
+    }
+  } else {
+    w.ready.push_top(ctx);
   }
+  const std::size_t n = w.ready.size();
+  // seq_cst, like the sleeper's count and both sides' loads: in their single total order
+  // either the sleeper sees this fiber or the pusher sees the sleeper. With a relaxed store
+  // it could wait in the store buffer while both miss each other, and a fiber queued behind
+  // a busy one would wait for it (a lost wake). (A locked xchg on x86: cheaper than mfence.)
+  w.ready_size.store(n, std::memory_order_seq_cst);
+  return n;
 }
 
 void dequeued(worker_slot& w, context* ctx) noexcept {
@@ -137,22 +149,10 @@ void dequeued(worker_slot& w, context* ctx) noexcept {
 }
 
 void algorithm::queue(context* ctx, bool fifo) noexcept {
-  {
-    std::lock_guard<spinlock> g(self_.lock);
-    if (fifo) {
-      queue_behind(self_, ctx);
-    } else {
-      self_.ready.push_top(ctx);
-    }
-    // seq_cst, like the sleeper's count and both sides' loads: in their single total order
-    // either the sleeper sees this fiber or this worker sees the sleeper. With a relaxed store
-    // it could wait in the store buffer while both miss each other, and a fiber queued behind
-    // a busy one would wait for it (a lost wake). (A locked xchg on x86: cheaper than mfence.)
-    self_.ready_size.store(self_.ready.size(), std::memory_order_seq_cst);
-    // A fiber woken by a completion this worker runs is taken by this worker as soon as the
-    // handlers are done; a sleeper is woken for the second one on.
-    if (in_reactor_ && self_.ready.size() == 1) return;
-  }
+  const std::size_t ready = push_ready(self_, ctx, fifo);
+  // A fiber woken by a completion this worker runs is taken by this worker as soon as the
+  // handlers are done; a sleeper is woken for the second one on.
+  if (in_reactor_ && ready == 1) return;
   if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
 }
 

@@ -10,12 +10,12 @@
 // variable -- or, when the executor has an io_context, one of them blocks in it instead (see
 // reactor in pool.hpp); a worker that queues stealable work wakes one sleeper.
 //
-// A fiber parked without a deadline belongs to no worker (fiber_record::park): whoever wakes
-// it queues it on its own worker. A busy worker also watches the others: one that has fibers
-// queued behind and has made no dispatcher pass for a while is stalled (its thread lost the
-// CPU, or a fiber runs long), and its fibers queued behind are taken first. Between them the
-// two rules give what a single shared queue gives Asio's threads -- no fiber waits for one
-// particular thread -- while keeping per-worker queues for spawn trees.
+// A parked fiber belongs to no worker (fiber_record::park): whoever wakes it queues it on
+// its own worker; only a deadline stays with the worker it parked on (park_timers). A busy worker
+// also watches the others: one that has fibers queued behind and has made no dispatcher pass for a
+// while is stalled (its thread lost the CPU, or a fiber runs long), and its fibers queued behind
+// are taken first. Between them the two rules give what a single shared queue gives Asio's threads
+// -- no fiber waits for one particular thread -- while keeping per-worker queues for spawn trees.
 //
 // All state that other threads touch lives in worker_slot, owned by the pool and outliving
 // every worker thread: waking a worker never touches a Boost scheduler that may be gone.
@@ -117,9 +117,10 @@ struct alignas(64) worker_slot {
   void wake() noexcept;
 };
 
-// queue_behind() puts ctx at the bottom of w's ready queue (behind the others), with w.lock
-// held; dequeued() is the bookkeeping of every pop.
-void queue_behind(worker_slot& w, boost::fibers::context* ctx);
+// push_ready() queues the detached ctx on w -- at the bottom (behind the others) or the top
+// -- and returns how many fibers w has ready now; any thread. dequeued() is the bookkeeping
+// of every pop, with w.lock held.
+std::size_t push_ready(worker_slot& w, boost::fibers::context* ctx, bool behind) noexcept;
 void dequeued(worker_slot& w, boost::fibers::context* ctx) noexcept;
 
 // io_wait_mark counts the calling pool fiber among the fibers waiting on I/O while it
@@ -166,7 +167,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   bool in_reactor() const noexcept { return in_reactor_; }
   worker_slot& slot() noexcept { return self_; }
 
-  // note_parking() records that f, running here, parks without a deadline; settle_parked()
+  // note_parking() records that f, running here, parks; settle_parked()
   // detaches it once it is off-CPU (fiber_record::settle). Every context that resumes on
   // this worker calls settle_parked() first (resumed()), and so do pick_next() and
   // suspend_until() for the fiber that parked, as the dispatcher may be what runs next.
@@ -225,7 +226,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   unsigned dispatches_ = 0;  // passes of the dispatcher through pick_next()
   bool in_reactor_ = false;  // this thread runs the reactor's handlers now
   unsigned rng_;
-  fiber_record* parking_ = nullptr;  // parked here without a deadline, not yet settled
+  fiber_record* parking_ = nullptr;  // parked here, not yet settled
   unsigned stalled_;                 // a stalled worker, or the pool's size if none
 };
 
