@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -41,8 +42,30 @@ extern "C" void on_dump_signal(int signo) {
 }
 
 [[noreturn]] void refuse(int signo, const std::string& why) {
-  throw error(errc::invalid_argument,
-              "weft: dump_on_signal: signal " + std::to_string(signo) + " " + why);
+  std::string name = "signal " + std::to_string(signo);
+  if (signo > 0 && signo < NSIG) {
+    if (const char* abbrev = ::sigabbrev_np(signo)) name += std::string(" (SIG") + abbrev + ")";
+  }
+  throw error(errc::invalid_argument, "weft: dump_on_signal: " + name + " " + why);
+}
+
+// is_fault_signal() is true for the signals the kernel sends the thread that caused them
+// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) and for SIGABRT, which abort() raises to
+// end the process: a handler that returns re-runs the faulting instruction, so a crash would
+// become an endless loop of dumps instead of a core file.
+bool is_fault_signal(int signo) noexcept {
+  switch (signo) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGFPE:
+    case SIGILL:
+    case SIGTRAP:
+    case SIGSYS:
+    case SIGABRT:
+      return true;
+    default:
+      return false;
+  }
 }
 
 void write_all(int fd, const std::string& text) noexcept {
@@ -63,6 +86,9 @@ dump_on_signal::dump_on_signal(const executor& ex, int signo, int fd)
     : ex_(ex), signo_(signo), fd_(fd) {
   if (signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP) {
     refuse(signo, "cannot be caught");
+  }
+  if (is_fault_signal(signo)) {
+    refuse(signo, "reports a fault or an abort: the process must end on it, not carry on");
   }
   std::lock_guard<std::mutex> g(pipes_mutex);
   signal_pipe& p = pipes[signo];

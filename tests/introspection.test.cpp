@@ -428,3 +428,21 @@ TEST_CASE("a listing shows every variable of a context two trie levels deep, in 
     }
   });
 }
+
+TEST_CASE("dump_on_signal refuses the signals of a synchronous fault, naming the signal",
+          "[introspection][signal]") {
+  weft::executor ex(1);
+  for (const int signo : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) {
+    INFO("signal " << signo);
+    struct sigaction before {};
+    REQUIRE(::sigaction(signo, nullptr, &before) == 0);
+    CHECK(code_of([&] { weft::dump_on_signal fault(ex, signo, 2); }) ==
+          int(weft::errc::invalid_argument));
+    const std::string message = test::message_of([&] { weft::dump_on_signal fault(ex, signo, 2); });
+    CHECK(message.find(::sigabbrev_np(signo)) != std::string::npos);
+    // Nothing was installed.
+    struct sigaction after {};
+    REQUIRE(::sigaction(signo, nullptr, &after) == 0);
+    CHECK(after.sa_handler == before.sa_handler);
+  }
+}

@@ -23,7 +23,10 @@ class dump_on_signal {
  public:
   // dump_on_signal(ex, signo, fd) installs the handler for signo (the previous action is put
   // back by the destructor). Throws weft::error(invalid_argument) for a signal that cannot
-  // be caught (SIGKILL, SIGSTOP, out of range) or that another dump_on_signal holds, and
+  // be caught (SIGKILL, SIGSTOP, out of range), for one that reports a synchronous fault or
+  // an abort (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT: the handler would
+  // return to the faulting instruction and turn a crash into an endless loop of dumps) or
+  // that another dump_on_signal holds -- the message names the signal -- and
   // std::system_error if the pipe or the thread cannot be made.
   dump_on_signal(const executor& ex, int signo, int fd = 2);
   dump_on_signal(const dump_on_signal&) = delete;
