@@ -166,6 +166,65 @@ bool percent_decode(std::string_view v, std::string& out) {
   return true;
 }
 
+// utf8_length() is the length of the well-formed UTF-8 sequence at the start of s, or, when
+// there is none, the length of its maximal invalid part: 1 for a byte that starts no sequence,
+// else the lead byte and the continuation bytes that fit it before the sequence breaks off
+// (Unicode 15, section 3.9, "U+FFFD Substitution of Maximal Subparts"). `valid` says which.
+std::size_t utf8_length(std::string_view s, bool& valid) noexcept {
+  const auto lead = static_cast<unsigned char>(s[0]);
+  valid = true;
+  if (lead < 0x80) return 1;
+  std::size_t size = 0;
+  unsigned char low = 0x80, high = 0xbf;  // the range of the second byte (Table 3-7)
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    size = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    size = 3;
+    if (lead == 0xe0) low = 0xa0;   // no overlong forms
+    if (lead == 0xed) high = 0x9f;  // no surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    size = 4;
+    if (lead == 0xf0) low = 0x90;   // no overlong forms
+    if (lead == 0xf4) high = 0x8f;  // nothing past U+10FFFF
+  } else {
+    valid = false;  // a continuation byte, C0, C1 or F5..FF: never a lead
+    return 1;
+  }
+  for (std::size_t i = 1; i < size; ++i) {
+    const auto c = i < s.size() ? static_cast<unsigned char>(s[i]) : 0;
+    if (c < low || c > high) {
+      valid = false;
+      return i;
+    }
+    low = 0x80;
+    high = 0xbf;
+  }
+  return size;
+}
+
+// replace_invalid_utf8() replaces every maximal invalid part of s with U+FFFD, as the
+// Baggage specification asks of percent-decoded values.
+void replace_invalid_utf8(std::string& s) {
+  if (std::all_of(s.begin(), s.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+    return;
+  }
+  std::string out;
+  out.reserve(s.size());
+  const std::string_view in = s;
+  for (std::size_t i = 0; i < in.size();) {
+    bool valid = false;
+    const std::size_t n = utf8_length(in.substr(i), valid);
+    if (valid) {
+      out.append(in.substr(i, n));
+    } else {
+      out.append("\xef\xbf\xbd");
+    }
+    i += n;
+  }
+  s = std::move(out);
+}
+
 void percent_encode(std::string_view v, std::string& out) {
   static constexpr char digits[] = "0123456789ABCDEF";
   for (char c : v) {
@@ -297,6 +356,7 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_baggage(
     std::string_view header) {
   if (header.size() > baggage_max_bytes) return std::nullopt;
   std::vector<std::pair<std::string, std::string>> entries;
+  if (trim(header).empty()) return entries;  // no baggage (what format_baggage({}) writes)
   const bool valid = each_member(header, [&entries](std::string_view member) {
     if (entries.size() == baggage_max_members) return false;
     // key OWS "=" OWS value *( OWS ";" OWS property )
@@ -305,6 +365,7 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_baggage(
     if (!split_key_value(member.substr(0, semi), key, value)) return false;
     std::string decoded;
     if (!percent_decode(value, decoded)) return false;
+    replace_invalid_utf8(decoded);
     while (semi != std::string_view::npos) {
       const std::size_t next = member.find(';', semi + 1);
       const std::string_view property = trim(member.substr(semi + 1, next - semi - 1));

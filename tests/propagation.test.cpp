@@ -206,7 +206,7 @@ TEST_CASE("baggage: members, spaces, properties and percent-encoding", "[w3c][ba
 
 TEST_CASE("baggage: every malformed header is rejected whole", "[w3c][baggage]") {
   const std::vector<std::string> bad = {
-      "",        "a",        "=1",    "a b=1",  "a=1,,b=2",      "a=1,",
+      ",",       "a",        "=1",    "a b=1",  "a=1,,b=2",      "a=1,",
       "a=\"q\"", "a=1%",     "a=1%4", "a=1%zz", "a=x\\y",        "a=1;=x",
       "a=1;p q", "a=1;p=\"", "a=1 2", "(a)=1",  "a=caf\xc3\xa9", "a=\x01",
   };
@@ -214,6 +214,33 @@ TEST_CASE("baggage: every malformed header is rejected whole", "[w3c][baggage]")
     INFO("header: '" << h << "'");
     CHECK_FALSE(parse_baggage(h));
   }
+}
+
+TEST_CASE("baggage: an empty or all-whitespace header is the empty list", "[w3c][baggage]") {
+  CHECK(parse_baggage("") == entries{});
+  CHECK(parse_baggage(" \t  ") == entries{});
+  CHECK(weft::w3c::format_baggage({}).empty());
+  CHECK(parse_baggage(weft::w3c::format_baggage({})) == entries{});
+  CHECK_FALSE(parse_baggage(" , "));  // an empty member is still malformed
+}
+
+TEST_CASE(
+    "baggage: percent-decoded bytes that are not UTF-8 become U+FFFD, one per maximal "
+    "invalid part",
+    "[w3c][baggage]") {
+  const std::string fffd = "\xef\xbf\xbd";
+  CHECK(parse_baggage("a=%FF") == entries{{"a", fffd}});
+  CHECK(parse_baggage("a=caf%C3") == entries{{"a", "caf" + fffd}});           // cut short
+  CHECK(parse_baggage("a=%E2%82x") == entries{{"a", fffd + "x"}});            // one part
+  CHECK(parse_baggage("a=%C0%AF") == entries{{"a", fffd + fffd}});            // overlong
+  CHECK(parse_baggage("a=%ED%A0%80") == entries{{"a", fffd + fffd + fffd}});  // surrogate
+  CHECK(parse_baggage("a=%F4%90%80%80") == entries{{"a", fffd + fffd + fffd + fffd}});
+  CHECK(parse_baggage("a=%80%C3%A9") == entries{{"a", fffd + "\xc3\xa9"}});
+  // Valid UTF-8 is kept as it is, up to 4 bytes and U+10FFFF.
+  CHECK(parse_baggage("a=%F0%9F%98%80,b=%F4%8F%BF%BF,c=%EF%BF%BD") ==
+        entries{{"a", "\xf0\x9f\x98\x80"}, {"b", "\xf4\x8f\xbf\xbf"}, {"c", fffd}});
+  // format_baggage writes the bytes it is given; the receiver replaces what is not UTF-8.
+  CHECK(weft::w3c::format_baggage({{"a", "\xff"}}) == "a=%FF");
 }
 
 TEST_CASE("baggage: limits of 180 members and 8192 bytes", "[w3c][baggage]") {
@@ -255,6 +282,17 @@ TEST_CASE("format_baggage: encodes, round-trips, keeps members whole within the 
   CHECK(back->size() == 2);  // whole members only
   for (const auto& [k, v] : *back)
     CHECK(v.size() == 3000);
+}
+
+TEST_CASE(
+    "format_baggage: an entry past the limits is left out whole, later ones that fit "
+    "still go",
+    "[w3c][baggage]") {
+  const entries e = {
+      {"a", std::string(5000, 'x')}, {"too_big", std::string(5000, 'y')}, {"small", "1"}};
+  const auto back = parse_baggage(weft::w3c::format_baggage(e));
+  REQUIRE(back);
+  CHECK(*back == entries{e[0], e[2]});
 }
 
 TEST_CASE("parsers never throw on arbitrary input", "[w3c][fuzz]") {

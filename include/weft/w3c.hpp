@@ -71,14 +71,23 @@ inline constexpr std::size_t baggage_max_bytes = 8192;
 
 // parse_baggage() reads a `baggage` header: list-members `key=value` separated by ',' with
 // optional spaces and tabs, each with optional `;property` parts (checked, then dropped);
-// keys are RFC 7230 tokens; values are percent-decoded. nullopt for a malformed header, one
-// longer than 8192 bytes, or one with more than 180 members.
+// keys are RFC 7230 tokens; values are percent-decoded, and decoded bytes that are not
+// UTF-8 are replaced with U+FFFD, one for each maximal invalid part (as the specification
+// asks), so every value is valid UTF-8. An empty or all-whitespace header is the empty list.
+// nullopt for a malformed header (an empty member included), one longer than 8192 bytes, or
+// one with more than 180 members.
 std::optional<std::vector<std::pair<std::string, std::string>>> parse_baggage(
     std::string_view header);
 // format_baggage() writes entries as a `baggage` header, values percent-encoded (every
-// byte outside the unreserved baggage octets, and '%'). Entries that would take the header
-// past 180 members or 8192 bytes are left out whole, never cut. A key that is not a token
-// throws weft::error(invalid_argument) naming it.
+// byte outside the unreserved baggage octets, and '%'), byte for byte: a value that is not
+// UTF-8 reaches the receiver with U+FFFD in place of its invalid parts. No entries: "".
+//
+// Limits: the header never exceeds 180 members or 8192 bytes, the most a receiver must
+// accept. An entry that would take it past either is left out -- whole, never cut -- and the
+// entries after it are still written if they fit; nothing reports what was left out, so
+// parse_baggage(format_baggage(e)) == e holds only for entries within the limits. (Check
+// the size of what you bind if losing entries matters.) A key that is not a token throws
+// weft::error(invalid_argument) naming it.
 std::string format_baggage(const std::vector<std::pair<std::string, std::string>>& entries);
 
 // trace_context is what a process knows of the trace a request belongs to.
