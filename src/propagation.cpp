@@ -12,8 +12,58 @@ propagator propagator::standard() {
   return p;
 }
 
+namespace {
+
+// printable() is s with every byte outside printable ASCII written as \xNN: a key named in a
+// message must not carry control bytes into a log.
+std::string printable(std::string_view s) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      out += "\\x";
+      out.push_back(digits[u >> 4]);
+      out.push_back(digits[u & 15]);
+    }
+  }
+  return out;
+}
+
+// is_key() is true for a key valid both as gRPC metadata (lowercase letters, digits, '-',
+// '_', '.') and as an HTTP field name (a token), and not reserved by gRPC.
+bool is_key(std::string_view key) noexcept {
+  if (key.empty() || key.starts_with("grpc-")) return false;
+  for (const char c : key) {
+    const bool allowed =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!allowed) return false;
+  }
+  return true;
+}
+
+// is_sendable() is true for a value that is printable ASCII: what gRPC metadata allows, and
+// what no HTTP stack reads as the end of a header.
+bool is_sendable(std::string_view value) noexcept {
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7e) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 void propagator::check_free(const std::string& key) const {
   if (key.empty()) throw error(errc::invalid_argument, "weft: propagator::add: empty key");
+  if (!is_key(key)) {
+    throw error(errc::invalid_argument,
+                "weft: propagator::add: key '" + printable(key) +
+                    "' is not a lowercase header and metadata key (a-z, 0-9, '-', '_', '.'; "
+                    "not grpc-*)");
+  }
   for (const std::string& k : keys_) {
     if (k == key) {
       throw error(errc::invalid_argument,
@@ -36,8 +86,8 @@ propagator& propagator::add_entry(std::vector<std::string> keys, entry e) {
 propagator& propagator::add(const context_var<std::string>& var, std::string key) {
   auto& v = const_cast<context_var<std::string>&>(var);
   entry e;
-  e.inject = [&v, key](const put_fn& put) {
-    if (const std::string* value = v.find_in(detail::current_root())) put(key, *value);
+  e.inject = [&v, key](fields& out) {
+    if (const std::string* value = v.find_in(detail::current_root())) out.emplace_back(key, *value);
   };
   e.extract = [&v, key](const get_fn& get) {
     if (std::optional<std::string> text = get(key)) (void)v.set(std::move(*text));
@@ -47,11 +97,11 @@ propagator& propagator::add(const context_var<std::string>& var, std::string key
 
 propagator& propagator::add_trace_context() {
   entry e;
-  e.inject = [](const put_fn& put) {
+  e.inject = [](fields& out) {
     const w3c::trace_context* t = w3c::trace.find_in(detail::current_root());
     if (t == nullptr) return;
-    put("traceparent", t->parent.to_string());
-    if (!t->state.members.empty()) put("tracestate", t->state.to_string());
+    out.emplace_back("traceparent", t->parent.to_string());
+    if (!t->state.members.empty()) out.emplace_back("tracestate", t->state.to_string());
   };
   e.extract = [](const get_fn& get) {
     const std::optional<std::string> parent_text = get("traceparent");
@@ -71,10 +121,10 @@ propagator& propagator::add_trace_context() {
 
 propagator& propagator::add_baggage() {
   entry e;
-  e.inject = [](const put_fn& put) {
+  e.inject = [](fields& out) {
     const w3c::baggage_list* b = w3c::baggage.find_in(detail::current_root());
     if (b == nullptr || b->entries.empty()) return;
-    put("baggage", w3c::format_baggage(b->entries));
+    out.emplace_back("baggage", w3c::format_baggage(b->entries));
   };
   e.extract = [](const get_fn& get) {
     const std::optional<std::string> text = get("baggage");
@@ -87,8 +137,14 @@ propagator& propagator::add_baggage() {
 }
 
 void propagator::inject(const put_fn& put) const {
+  // All values first: an encode() that throws must leave nothing half sent.
+  fields out;
+  out.reserve(keys_.size());
   for (const entry& e : entries_)
-    e.inject(put);
+    e.inject(out);
+  for (const auto& [key, value] : out) {
+    if (is_sendable(value)) put(key, value);
+  }
 }
 
 context propagator::extract(const get_fn& get) const {

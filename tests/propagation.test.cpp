@@ -434,6 +434,74 @@ TEST_CASE("propagator: keys are checked", "[propagation]") {
         std::string::npos);
 }
 
+TEST_CASE("propagator: a key must be a lowercase header and metadata key, named when refused",
+          "[propagation]") {
+  weft::propagator p;
+  const std::vector<std::string> bad = {"X-Request-Id", "x request",   "x:id",
+                                        "x\r\nid",      "caf\xc3\xa9", std::string("x\0id", 4),
+                                        "x/id",         "grpc-status", ":path"};
+  for (const std::string& key : bad) {
+    INFO("key: '" << key << "'");
+    CHECK(code_of([&] { p.add(request_id, key); }) == int(errc::invalid_argument));
+    CHECK(code_of([&] {
+            p.add(
+                priority, key, [](const int& v) { return std::to_string(v); },
+                [](std::string_view) { return std::optional<int>(1); });
+          }) == int(errc::invalid_argument));
+  }
+  CHECK(test::message_of([&] { p.add(request_id, "X-Request-Id"); }).find("'X-Request-Id'") !=
+        std::string::npos);
+  // Bytes that do not print are named escaped, not written into the message as they are.
+  CHECK(test::message_of([&] { p.add(request_id, "x\r\nid"); }).find("'x\\x0d\\x0aid'") !=
+        std::string::npos);
+  // Digits, '-', '_' and '.' are fine; nothing was added by the refusals.
+  p.add(request_id, "x-request_id.v2");
+  p.add(with_default, "x-request-id");
+}
+
+TEST_CASE(
+    "propagator: inject skips a value that is not printable ASCII, so no header is "
+    "ever forged",
+    "[propagation]") {
+  const weft::propagator p = make_propagator();
+  auto q = priority.scoped(3);
+  for (const std::string& value : {std::string("a\r\nx-evil: 1"), std::string("a\nb"),
+                                   std::string("a\rb"), std::string("a\0b", 3), std::string("a\tb"),
+                                   std::string("a\x7f"), std::string("caf\xc3\xa9")}) {
+    auto r = request_id.scoped(value);
+    const headers h = inject(p);
+    CHECK(h.count("x-request-id") == 0);
+    CHECK(h.at("x-priority") == "3");  // the others still go
+    for (const auto& [k, v] : h) {
+      CHECK(v.find_first_of(std::string("\r\n\0", 3)) == std::string::npos);
+    }
+  }
+  auto r = request_id.scoped("plain value ~!");
+  CHECK(inject(p).at("x-request-id") == "plain value ~!");
+  // An encode() that makes such text is skipped the same way.
+  weft::propagator typed;
+  typed.add(
+      priority, "x-priority", [](const int&) { return std::string("1\r\nx-evil: 2"); },
+      [](std::string_view) { return std::optional<int>(1); });
+  CHECK(inject(typed).empty());
+}
+
+TEST_CASE("propagator: an encode() that throws leaves inject() undone: put() is not called",
+          "[propagation]") {
+  weft::propagator p;
+  p.add(request_id, "x-request-id");
+  p.add(
+      priority, "x-priority",
+      [](const int&) -> std::string { throw std::runtime_error("cannot encode"); },
+      [](std::string_view) { return std::optional<int>(1); });
+  auto r = request_id.scoped("req-1");
+  auto q = priority.scoped(1);
+  headers h;
+  CHECK_THROWS_WITH(p.inject([&h](std::string_view k, std::string_view v) { h.emplace(k, v); }),
+                    "cannot encode");
+  CHECK(h.empty());
+}
+
 TEST_CASE("start_span: a new span of the current trace, or a new trace", "[propagation]") {
   CHECK(weft::w3c::trace.try_get() == nullptr);
   {
