@@ -383,15 +383,20 @@ void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) 
 
 void pool::wake_sleeper(unsigned except) noexcept {
   const unsigned n = size();
-  for (unsigned i = 1; i <= n; ++i) {
-    worker_slot& w = *workers_[(except + i) % n];
-    if ((except + i) % n == except) continue;
-    if (w.sleeping.load(std::memory_order_seq_cst) &&
-        w.sleeping.exchange(false, std::memory_order_seq_cst)) {
-      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-      w.wake();
-      return;
+  // The watcher last: woken for work, it would leave the watch and wake another to take it.
+  const worker_slot* watcher = watcher_.load(std::memory_order_relaxed);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (unsigned i = 1; i <= n; ++i) {
+      worker_slot& w = *workers_[(except + i) % n];
+      if ((except + i) % n == except || (pass == 0 && &w == watcher)) continue;
+      if (w.sleeping.load(std::memory_order_seq_cst) &&
+          w.sleeping.exchange(false, std::memory_order_seq_cst)) {
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        w.wake();
+        return;
+      }
     }
+    if (watcher == nullptr) return;
   }
 }
 

@@ -158,7 +158,9 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
     // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
     // while it may still be on-CPU.
     algorithm& here = *tl_slot->algo;
-    if (deadline != nullptr) here.slot().timers.add(*this, *deadline);
+    if (deadline != nullptr && here.slot().timers.add(*this, *deadline)) {
+      owner.timer_filed(*deadline);
+    }
     here.note_parking(this);
     ctx_->suspend();
     resumed();

@@ -5,12 +5,14 @@
 
 namespace weft::detail {
 
-void park_timers::add(fiber_record& f, clock::time_point deadline) noexcept {
+bool park_timers::add(fiber_record& f, clock::time_point deadline) noexcept {
   f.timer_deadline = deadline;
   f.timer_home = this;
   std::lock_guard<spinlock> g(lock_);
   set_.insert(f);
-  publish_earliest();
+  const bool first = &*set_.begin() == &f;
+  if (first) publish_earliest();
+  return first;
 }
 
 void park_timers::remove(fiber_record& f) noexcept {

@@ -4,7 +4,9 @@
 // detached from its worker like any parked fiber, so that whoever wakes it can run it
 // (fiber_record::park); only its deadline stays behind, here, in the worker it parked on.
 // That worker fires the expired ones on its dispatcher passes and sleeps no longer than the
-// earliest; another worker fires them when this one is stalled. The set is intrusive (the
+// earliest; another worker fires them when this one is stalled, and so does the
+// pool's watcher (the sleeping worker that sleeps no longer than every worker's earliest
+// deadline, pool.hpp). The set is intrusive (the
 // hook is in the fiber's record, at the top of its stack): a parked fiber costs no memory
 // beyond its stack page.
 #pragma once
@@ -26,8 +28,9 @@ class park_timers {
   park_timers(const park_timers&) = delete;
   park_timers& operator=(const park_timers&) = delete;
 
-  // add() files f's deadline here (f.timer_home = this); f must not be filed anywhere.
-  void add(fiber_record& f, clock::time_point deadline) noexcept;
+  // add() files f's deadline here (f.timer_home = this); f must not be filed anywhere. True
+  // if it is now the earliest filed here (the pool's watcher may have to know).
+  bool add(fiber_record& f, clock::time_point deadline) noexcept;
   // remove() takes f's deadline out, unless it fired already. Called by f, back on a worker.
   void remove(fiber_record& f) noexcept;
   // fire() wakes every fiber whose deadline is at or before now.

@@ -123,19 +123,67 @@ class pool {
   }
 
   // set_reactor() has the workers run r from now on (r lives until the pool is destroyed).
-  void set_reactor(reactor* r) noexcept { reactor_.store(r, std::memory_order_release); }
-  reactor* current_reactor() const noexcept { return reactor_.load(std::memory_order_acquire); }
-  // take_reactor() is the reactor if there is one and no other worker blocks in it; give it
-  // back.
-  reactor* take_reactor() noexcept {
-    reactor* r = reactor_.load(std::memory_order_acquire);
-    if (r == nullptr || reactor_taken_.load(std::memory_order_relaxed) ||
-        reactor_taken_.exchange(true, std::memory_order_acquire)) {
-      return nullptr;
-    }
-    return r;
+  // The watcher, if a worker sleeps as one, is woken to move into r: it may have gone to sleep
+  // on its condition variable before r existed, and then nobody would run r (a plain thread's
+  // first use_fiber wait on io_context(ex) of an idle pool hung).
+  void set_reactor(reactor* r) noexcept {
+    reactor_.store(r, std::memory_order_seq_cst);
+    if (worker_slot* w = watcher_.load(std::memory_order_seq_cst)) w->wake();
   }
-  void give_back_reactor() noexcept { reactor_taken_.store(false, std::memory_order_release); }
+  reactor* current_reactor() const noexcept { return reactor_.load(std::memory_order_acquire); }
+
+  // The watch (docs/scheduling.md): one sleeping worker at a time is the pool's watcher. It
+  // sleeps in the reactor if there is one, and no later than the earliest deadline filed on
+  // ANY worker, whose due timers it fires when it wakes -- so a deadline filed on a worker
+  // that then computes for long still fires on time while another worker idles. Whoever gives
+  // the watch back to go and run fibers wakes a sleeper to take it over (hand_off_watch).
+  //
+  // take_watch() makes w the watcher if nobody is; w is sleeping (note_sleeping() first).
+  bool take_watch(worker_slot& w) noexcept {
+    if (watch_taken_.load(std::memory_order_relaxed) ||
+        watch_taken_.exchange(true, std::memory_order_seq_cst)) {
+      return false;
+    }
+    // Until the watcher has computed its bound, any deadline filed wakes it (see timer_filed).
+    watch_until_.store(clock::time_point::max().time_since_epoch().count(),
+                       std::memory_order_seq_cst);
+    watcher_.store(&w, std::memory_order_seq_cst);
+    return true;
+  }
+  // watch_until() records the bound the watcher sleeps to.
+  void watch_until(clock::time_point t) noexcept {
+    watch_until_.store(t.time_since_epoch().count(), std::memory_order_seq_cst);
+  }
+  void give_back_watch() noexcept {
+    watcher_.store(nullptr, std::memory_order_seq_cst);
+    watch_until_.store(clock::time_point::min().time_since_epoch().count(),
+                       std::memory_order_seq_cst);
+    watch_taken_.store(false, std::memory_order_seq_cst);
+  }
+  // hand_off_watch() is called by a worker that gave the watch back and leaves to run fibers
+  // (Go's wakep after netpoll): if the pool has a reactor or a deadline filed, a sleeping
+  // worker is woken to take the watch over -- else I/O completions and deadlines would wait
+  // for this worker's fibers (a 20 ms timer took 505 ms while a woken fiber computed).
+  void hand_off_watch(unsigned self) noexcept {
+    if (!has_sleepers()) return;
+    if (current_reactor() == nullptr && earliest_timer() == clock::time_point::max()) return;
+    wake_sleeper(self);
+  }
+  // timer_filed() is called after a deadline that is now the earliest of its worker was filed:
+  // a watcher sleeping past it is woken to sleep shorter.
+  void timer_filed(clock::time_point deadline) noexcept {
+    // Pairs with take_watch()'s stores and the watcher's reads of the timers: either the
+    // watcher sees this deadline, or this sees the watcher's bound.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (deadline.time_since_epoch().count() < watch_until_.load(std::memory_order_relaxed)) {
+      if (worker_slot* w = watcher_.load(std::memory_order_relaxed)) w->wake();
+    }
+  }
+  // earliest_timer() is the earliest deadline filed on any worker.
+  clock::time_point earliest_timer() const noexcept;
+  // fire_due_timers() fires the due deadlines of every worker; the fibers they wake are queued
+  // on the calling worker.
+  void fire_due_timers() noexcept;
 
   // fibers() is executor::fibers() (introspection.cpp).
   std::vector<fiber_info> fibers() const;
@@ -194,7 +242,11 @@ class pool {
   std::atomic<bool> stopping_{false};  // one join() stops the workers
   bool joined_ = false;
   alignas(64) std::atomic<reactor*> reactor_{nullptr};
-  std::atomic<bool> reactor_taken_{false};
+  std::atomic<bool> watch_taken_{false};
+  std::atomic<worker_slot*> watcher_{nullptr};  // the worker that has the watch, while it sleeps
+  // The time the watcher sleeps to; min() while nobody watches (a busy worker then fires a
+  // stalled one's deadlines, and whoever sleeps next takes the watch).
+  std::atomic<clock::rep> watch_until_{clock::time_point::min().time_since_epoch().count()};
   std::mutex services_mutex_;
   std::unique_ptr<pool_service> services_[service_slots];
 

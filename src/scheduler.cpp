@@ -387,8 +387,6 @@ void algorithm::suspend_until(
   asan::finish_switch();
   settle_parked();
   fire_timers();
-  // Boost's sleep queue (raw Boost.Fiber waits) and this worker's parked fibers' deadlines.
-  const auto deadline = std::min(boost_deadline, self_.timers.earliest());
   // Completions already queued (an operation that finished at once on this worker) are run
   // here rather than left for a poller -- one at a time, until one makes a fiber ready: after
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
@@ -408,7 +406,17 @@ void algorithm::suspend_until(
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
   worker_slot::bump(self_.sleeps);
-  if (reactor* r = pool_.take_reactor()) {
+  // Boost's sleep queue (raw Boost.Fiber waits) and this worker's parked fibers' deadlines;
+  // the watcher's bound is every worker's deadlines (see take_watch in pool.hpp).
+  auto deadline = std::min(boost_deadline, self_.timers.earliest());
+  const bool watching = pool_.take_watch(self_);
+  reactor* r = nullptr;
+  if (watching) {
+    deadline = std::min(boost_deadline, pool_.earliest_timer());
+    pool_.watch_until(deadline);
+    r = pool_.current_reactor();
+  }
+  if (r != nullptr) {
     // Sleep in the reactor: its completions then wake their fibers from this thread.
     self_.polling.store(r, std::memory_order_seq_cst);
     bool notified;
@@ -422,7 +430,6 @@ void algorithm::suspend_until(
       in_reactor_ = false;
     }
     self_.polling.store(nullptr, std::memory_order_seq_cst);
-    pool_.give_back_reactor();
     {
       std::lock_guard<std::mutex> lk(self_.sleep_mutex);
       self_.notified = false;
@@ -438,6 +445,29 @@ void algorithm::suspend_until(
     self_.notified = false;
   }
   pool_.note_awake(self_);
+  if (watching) {
+    // Due deadlines of any worker -- one that computes in a fiber cannot fire its own.
+    pool_.fire_due_timers();
+    pool_.give_back_watch();
+    // Leaving to run fibers: someone else must watch the reactor and the deadlines meanwhile.
+    if (work_visible(false)) pool_.hand_off_watch(index_);
+  }
+}
+
+clock::time_point pool::earliest_timer() const noexcept {
+  // seq_cst: pairs with the fence in timer_filed() (see take_watch()).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  clock::time_point e = clock::time_point::max();
+  for (const auto& w : workers_)
+    e = std::min(e, w->timers.earliest());
+  return e;
+}
+
+void pool::fire_due_timers() noexcept {
+  const auto now = clock::now();
+  for (const auto& w : workers_) {
+    if (w->timers.earliest() <= now) w->timers.fire(now);
+  }
 }
 
 bool algorithm::poll_reactor_until_work() noexcept {

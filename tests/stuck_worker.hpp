@@ -14,46 +14,63 @@
 namespace test {
 
 // resumes_past_a_stuck_worker() runs, on a 2-worker pool, a fiber that waits through
-// `wait(release, spawn_spinner)`: wait() must arrange for someone else -- not the fiber's
-// worker -- to call release() and end the wait, call spawn_spinner() right before it parks,
-// and park. The spinner, spawned last, lands on top of the waiting fiber's worker queue and
-// runs there once the fiber parks (when the other worker takes it first, the attempt is
-// repeated, and so it is when the wait ended before the spinner started); it then never
-// yields until the waiting fiber has run again. So the waiting fiber must resume on the
-// other worker. Returns false if the scenario never came about;
-// CHECKs that the spinner did not wait in vain.
+// `wait(release, spawn_spinners)`: wait() must arrange for someone else -- not the fiber's
+// worker -- to call release() and end the wait, call spawn_spinners() right before it parks
+// (with no suspension in between), and park. release() returns once the fiber's worker is
+// stuck and the other worker is free, so the fiber must resume on the other worker.
+//
+// The scenario comes about every time, whatever the OS does with the threads: two spinners
+// wait for each other without ever yielding, so once both run they run on different
+// workers -- one of them on the worker the fiber parked on (it stays stuck until the fiber
+// has run again), the other on the other worker (it then returns). (An earlier version
+// spawned one spinner and hoped that the fiber's own worker would run it before the other
+// worker stole it; on a busy machine the other one often won 200 times in a row.)
+//
+// release() may be called on a pool fiber, where it sleeps between looks (so its worker can
+// run a spinner), or on a plain thread. Returns whether the spinner stayed stuck on the
+// fiber's worker until the fiber had resumed; CHECKs that the spinners met.
 template <class Wait>
 bool resumes_past_a_stuck_worker(weft::executor& ex, Wait wait) {
+  REQUIRE(ex.thread_count() == 2);
   return ex.run([&] {
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      const auto here = std::this_thread::get_id();
-      std::atomic<int> spinner_state{0};  // 1: spins on `here`, 2: ran elsewhere
-      std::atomic<bool> resumed{false};
-      bool stuck_until_resumed = false;
-      const std::function<void()> release = [&] {
-        eventually([&] { return spinner_state.load() != 0; });
-      };
-      weft::task<void> spinner;
-      wait(release, [&] {
-        spinner = weft::spawn([&] {
-          if (std::this_thread::get_id() != here) {
-            spinner_state = 2;
-            return;
-          }
-          spinner_state = 1;
-          stuck_until_resumed = eventually([&] { return resumed.load(); });
-        });
-      });
-      // The scenario holds if the spinner was already spinning when this fiber ran again.
-      const bool stuck_before = spinner_state == 1;
-      resumed = true;
-      spinner.get();
-      if (stuck_before) {
-        CHECK(stuck_until_resumed);
-        return true;
+    std::thread::id here;
+    std::atomic<int> arrived{0};
+    std::atomic<bool> met{true};
+    std::atomic<bool> stuck_here{false};  // a spinner holds the waiting fiber's worker
+    std::atomic<bool> other_done{false};  // the other spinner returned: that worker is free
+    std::atomic<bool> resumed{false};
+    std::atomic<bool> stuck_until_resumed{false};
+    const std::function<void()> release = [&] {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (!(stuck_here && other_done) && std::chrono::steady_clock::now() < give_up)
+        weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
+    };
+    auto spinner = [&] {
+      ++arrived;
+      if (!eventually([&] { return arrived.load() == 2; })) met = false;
+      if (std::this_thread::get_id() != here) {
+        other_done = true;
+        return;
       }
-    }
-    return false;
+      stuck_here = true;
+      // Blocks the worker thread on purpose: the worker is stuck.
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (!resumed && std::chrono::steady_clock::now() < give_up) {
+      }
+      stuck_until_resumed = resumed.load();
+    };
+    weft::task<void> a, b;
+    wait(release, [&] {
+      here = std::this_thread::get_id();
+      a = weft::spawn(spinner);
+      b = weft::spawn(spinner);
+    });
+    const bool stuck_before = stuck_here && !resumed;
+    resumed = true;
+    a.get();
+    b.get();
+    CHECK(met);
+    return stuck_before && stuck_until_resumed;
   });
 }
 
