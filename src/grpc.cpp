@@ -2,7 +2,9 @@
 #include <weft/grpc.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include <weft/deadline.hpp>
 #include <weft/this_fiber.hpp>
@@ -45,17 +47,34 @@ class fiber_reactor final : public ::grpc::ServerUnaryReactor {
   detail::cancel_scope* scope_;  // retained until OnDone()
 };
 
+// status_message() is what() cut to max_status_message bytes: gRPC sends the message in a
+// trailer, and one past the peer's metadata limit fails the call with RESOURCE_EXHAUSTED
+// instead (and, measured, broke later calls on the same channel).
+std::string status_message(std::string_view what) {
+  if (what.size() <= max_status_message) return std::string(what);
+  constexpr std::string_view cut_mark = "...";
+  std::size_t keep = max_status_message - cut_mark.size();
+  // Never half a UTF-8 sequence: back off to the start of the one that was cut.
+  while (keep > 0 && (static_cast<unsigned char>(what[keep]) & 0xc0) == 0x80)
+    --keep;
+  std::string out(what.substr(0, keep));
+  out += cut_mark;
+  return out;
+}
+
 ::grpc::Status status_of_current_exception() {
   try {
     throw;
   } catch (const error& e) {
-    if (e.code() == errc::cancelled) return {::grpc::StatusCode::CANCELLED, e.what()};
-    if (e.code() == errc::deadline_exceeded) {
-      return {::grpc::StatusCode::DEADLINE_EXCEEDED, e.what()};
+    if (e.code() == errc::cancelled) {
+      return {::grpc::StatusCode::CANCELLED, status_message(e.what())};
     }
-    return {::grpc::StatusCode::UNKNOWN, e.what()};
+    if (e.code() == errc::deadline_exceeded) {
+      return {::grpc::StatusCode::DEADLINE_EXCEEDED, status_message(e.what())};
+    }
+    return {::grpc::StatusCode::UNKNOWN, status_message(e.what())};
   } catch (const std::exception& e) {
-    return {::grpc::StatusCode::UNKNOWN, e.what()};
+    return {::grpc::StatusCode::UNKNOWN, status_message(e.what())};
   } catch (...) {
     return {::grpc::StatusCode::UNKNOWN, "weft: the handler threw a non-standard exception"};
   }
@@ -92,13 +111,74 @@ struct server_call final : detail::job {
   fiber_reactor* reactor;
 };
 
-// call_wait is what a client call's caller waits on.
-struct call_wait {
+// call_state is shared by a client call's caller and its completion, on the heap: either
+// may be the last to use it (a caller that gave up, a completion that comes late).
+struct call_state {
   detail::spinlock lock;
   detail::waiter* waiters = nullptr;
   bool done = false;
+  bool abandoned = false;  // every copy of the completion was destroyed uncalled
   ::grpc::Status status;
+
+  // finish() records how the call ended -- the first time only -- and wakes the caller.
+  void finish(::grpc::Status* s) noexcept {
+    std::lock_guard<detail::spinlock> g(lock);
+    if (done) return;
+    if (s != nullptr) {
+      status = std::move(*s);
+    } else {
+      abandoned = true;
+    }
+    done = true;
+    detail::wake_all(waiters);
+  }
+  bool finished() const noexcept { return done; }
 };
+
+// completion is the `done` handed to start(). Its copies share one owner, which finishes the
+// call as abandoned when the last copy goes uncalled (as Asio's adaptor reports
+// operation_aborted): a caller never waits for a completion that no longer exists.
+class completion {
+ public:
+  explicit completion(std::shared_ptr<call_state> state)
+      : owner_(std::make_shared<owner>(std::move(state))) {}
+  void operator()(::grpc::Status s) const { owner_->state->finish(&s); }
+
+ private:
+  struct owner {
+    explicit owner(std::shared_ptr<call_state> s) noexcept : state(std::move(s)) {}
+    owner(const owner&) = delete;
+    owner& operator=(const owner&) = delete;
+    ~owner() { state->finish(nullptr); }
+    std::shared_ptr<call_state> state;
+  };
+  std::shared_ptr<owner> owner_;
+};
+
+// wait_for() waits until the call finished; cancellable, it throws as block() does.
+void wait_for(call_state& state, bool cancellable) {
+  detail::block(
+      state.lock, state.waiters, [&state] { return state.finished(); }, nullptr, cancellable);
+}
+
+// let_go() is what call() does before it leaves early (the caller cancelled or out of time,
+// or start() threw): cancel the call, and if gRPC holds one on ctx -- which refers to ctx,
+// the request and the reply, objects of the caller's -- wait until gRPC lets it go, which
+// gRPC promises to do once it is cancelled. A completion no gRPC call holds (start() never
+// issued one) touches only the shared state: it is not waited for.
+void let_go(::grpc::ClientContext& ctx, call_state& state) {
+  ctx.TryCancel();
+  if (ctx.c_call() != nullptr) wait_for(state, false);
+}
+
+::grpc::Status result_of(call_state& state) {
+  std::lock_guard<detail::spinlock> g(state.lock);
+  if (state.abandoned) {
+    return {::grpc::StatusCode::CANCELLED,
+            "weft: grpc::call: the call's completion was destroyed without being called"};
+  }
+  return std::move(state.status);
+}
 
 }  // namespace
 
@@ -110,21 +190,28 @@ struct call_wait {
   try {
     const auto& metadata = ctx->client_metadata();
     context incoming = p.extract([&metadata](std::string_view key) -> std::optional<std::string> {
-      auto it = metadata.find(::grpc::string_ref(key.data(), key.size()));
-      if (it == metadata.end()) return std::nullopt;
-      return std::string(it->second.data(), it->second.size());
+      // A key sent several times is one list, in the order it came (HTTP's rule): repeated
+      // baggage or tracestate entries each carry members.
+      const auto [first, last] = metadata.equal_range(::grpc::string_ref(key.data(), key.size()));
+      if (first == last) return std::nullopt;
+      std::string joined;
+      for (auto it = first; it != last; ++it) {
+        if (it != first) joined += ',';
+        joined.append(it->second.data(), it->second.size());
+      }
+      return joined;
     });
     auto* job = new server_call(std::move(handler), reactor);
     // Submitted from inside the extracted context: the fiber starts with a snapshot of it.
     incoming.run([&] { detail::pool_of(ex)->submit(job, scope); });
   } catch (const error& e) {
     if (e.code() == errc::executor_closed) {
-      reactor->Finish({::grpc::StatusCode::UNAVAILABLE, e.what()});
+      reactor->Finish({::grpc::StatusCode::UNAVAILABLE, status_message(e.what())});
     } else {
-      reactor->Finish({::grpc::StatusCode::INTERNAL, e.what()});
+      reactor->Finish({::grpc::StatusCode::INTERNAL, status_message(e.what())});
     }
   } catch (const std::exception& e) {
-    reactor->Finish({::grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()});
+    reactor->Finish({::grpc::StatusCode::RESOURCE_EXHAUSTED, status_message(e.what())});
   }
   return reactor;
 }
@@ -140,24 +227,20 @@ struct call_wait {
   }
   this_fiber::throw_if_cancelled();    // no call at all once cancelled or out of time
   const detail::io_wait_mark waiting;  // executor_stats::io_waiting
-  call_wait w;
-  start([&w](::grpc::Status s) {
-    std::lock_guard<detail::spinlock> g(w.lock);
-    w.status = std::move(s);
-    w.done = true;
-    detail::wake_all(w.waiters);
-  });
+  const auto state = std::make_shared<call_state>();
   try {
-    detail::block(
-        w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);
-  } catch (const error&) {
-    // The completion refers to w: wait for it before this frame goes.
-    ctx.TryCancel();
-    detail::block(
-        w.lock, w.waiters, [&w] { return w.done; }, nullptr, false);
+    start(completion(state));
+  } catch (...) {
+    let_go(ctx, *state);
     throw;
   }
-  return std::move(w.status);
+  try {
+    wait_for(*state, true);
+  } catch (const error&) {
+    let_go(ctx, *state);
+    throw;
+  }
+  return result_of(*state);
 }
 
 }  // namespace weft::grpc

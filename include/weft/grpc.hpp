@@ -9,6 +9,7 @@
 // are seen -- and the deadline shrinks -- in every service the request crosses.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 
 #include <grpcpp/grpcpp.h>
@@ -34,9 +35,16 @@ namespace weft::grpc {
 // call's deadline (weft::this_fiber::deadline()). A client that cancels, or a deadline that
 // passes, cancels the fiber: its waits throw weft::error(cancelled / deadline_exceeded).
 // What handler throws becomes the status: weft's cancelled -> CANCELLED, deadline_exceeded ->
-// DEADLINE_EXCEEDED, anything else -> UNKNOWN with what(). An executor that is shut down
-// answers UNAVAILABLE. `ex` and `p` must outlive the server; handler must not touch the
-// request or reply after returning.
+// DEADLINE_EXCEEDED, anything else -> UNKNOWN with what(). A what() longer than
+// max_status_message (1 KiB) is cut to it, ending in "...": gRPC sends the message as
+// metadata, and a long one would fail the call with RESOURCE_EXHAUSTED instead. An executor
+// that is shut down answers UNAVAILABLE. A key that arrived in several metadata entries is
+// given to the propagator once, its values joined with ',' in their order (so repeated
+// `baggage` or `tracestate` entries all count). `ex` and `p` must outlive the server;
+// handler must not touch the request or reply after returning.
+// max_status_message is the most bytes of a what() that serve() puts in a status.
+inline constexpr std::size_t max_status_message = 1024;
+
 ::grpc::ServerUnaryReactor* serve(executor& ex, const propagator& p,
                                   ::grpc::CallbackServerContext* ctx,
                                   std::function<::grpc::Status()> handler);
@@ -53,10 +61,20 @@ namespace weft::grpc {
 // Before the call, every variable `p` carries that is bound in the current context goes into
 // ctx's metadata, and ctx's deadline becomes the earlier of its own and the caller's
 // (weft::this_fiber::deadline()). A pool fiber waits suspended (its worker runs other
-// fibers); a plain thread blocks. If the caller is cancelled or runs out of time while the
-// call is pending, the call is cancelled (ClientContext::TryCancel), call() waits for gRPC
-// to let it go and throws weft::error(cancelled / deadline_exceeded). Otherwise it returns
-// the call's status as gRPC gives it (DEADLINE_EXCEEDED included).
+// fibers); a plain thread blocks. It returns the call's status as gRPC gives it
+// (DEADLINE_EXCEEDED included), or CANCELLED ("... destroyed without being called") when
+// every copy of the completion was destroyed uncalled.
+//
+// Leaving early: if the caller is cancelled or runs out of time while the call is pending,
+// or if start throws, the call is cancelled (ClientContext::TryCancel) and call() throws
+// weft::error(cancelled / deadline_exceeded), or what start threw. Before that it waits for
+// gRPC to let the call go -- gRPC then still uses ctx, the request and the reply, which are
+// the caller's, and it calls the completion promptly once cancelled -- but only when gRPC
+// holds a call on ctx (start issued one). A completion that no gRPC call holds (start kept
+// it, or handed it to code that never calls it) is not waited for: the deadline or the
+// cancellation ends the wait on time, and a completion that runs later is harmless (call()
+// and its completion share their state on the heap, nothing of call()'s frame). start must
+// issue the call before it returns.
 ::grpc::Status call(const propagator& p, ::grpc::ClientContext& ctx,
                     const std::function<void(std::function<void(::grpc::Status)>)>& start);
 
