@@ -33,6 +33,8 @@ class category final : public std::error_category {
         return "task has no fiber (empty, moved-from or already got)";
       case errc::would_deadlock:
         return "waiting here would deadlock";
+      case errc::channel_closed:
+        return "channel is closed";
     }
     return "unknown weft error";
   }

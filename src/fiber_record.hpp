@@ -13,6 +13,7 @@
 #include <weft/detail/fiber_state.hpp>
 #include <weft/detail/job.hpp>
 #include <weft/detail/spinlock.hpp>
+#include <weft/detail/wait.hpp>
 
 namespace weft::detail {
 
@@ -167,6 +168,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   job* work;
   fiber_slot& slot;  // just above the record, at the top of the stack; its id is the fiber's
 
+  // What the fiber waits for while it parks (introspection): set by the waiting code, which
+  // keeps the label alive in its frame until the wait is over; nullptr when not waiting.
+  const wait_label* waiting_on = nullptr;
   bool yielding = false;       // this_fiber::yield(): queue behind the others, not in front
   bool queued_behind = false;  // in a ready queue's bottom part (worker_slot::waiting_behind)
   bool ending = false;         // main() returns next: the sanitizer may free its fake stack

@@ -54,6 +54,7 @@ struct seen {
   bool known = false;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   bool cancelled = false;
+  std::string waiting_on{};
 };
 
 weft::fiber_state public_state(fiber_slot::state_t s) noexcept {
@@ -116,9 +117,11 @@ std::vector<fiber_info> pool::fibers() const {
     std::vector<fiber_slot*> still_running;
     for (std::size_t at = 0; at < pending.size(); at += kPins) {
       const unsigned n = static_cast<unsigned>(std::min<std::size_t>(kPins, pending.size() - at));
+      // Release: what this listing did before (the retain() of an earlier batch's snapshots)
+      // happens-before a worker that sees the pin and then the fiber's refs == 1 in bind().
       for (unsigned i = 0; i < n; ++i)
-        pins_[i].store(pending[at + i], std::memory_order_relaxed);
-      pinning_.store(n, std::memory_order_relaxed);
+        pins_[i].store(pending[at + i], std::memory_order_release);
+      pinning_.store(n, std::memory_order_release);
       const bool handshake = asymmetric_fence::heavy();
       for (unsigned i = 0; i < n; ++i) {
         fiber_slot* s = pending[at + i];
@@ -138,8 +141,17 @@ std::vector<fiber_info> pool::fibers() const {
           } else {
             // Pinned and not running: nothing changes the fiber's context now.
             f.state = public_state(state);
-            read(*record_below(s), f);
-            found.push_back(f);
+            const fiber_record& r = *record_below(s);
+            read(r, f);
+            // The label and the object it names live while the fiber waits; it cannot
+            // stop waiting while pinned.
+            if (state == fiber_slot::suspended && r.waiting_on != nullptr) {
+              try {
+                f.waiting_on = describe(*r.waiting_on);
+              } catch (...) {  // out of memory: listed without it, the pins must go
+              }
+            }
+            found.push_back(std::move(f));
           }
         }
         pins_[i].store(nullptr, std::memory_order_release);
@@ -172,6 +184,7 @@ std::vector<fiber_info> pool::fibers() const {
     info.context_known = f.known;
     info.deadline = f.deadline;
     info.cancelled = f.cancelled;
+    info.waiting_on = std::move(f.waiting_on);
     if (!failure) {
       try {
         info.context = describe(f.root);
@@ -243,7 +256,9 @@ void write_fiber(std::ostream& out, const fiber_info& f, std::size_t depth, bool
   constexpr std::size_t kMaxIndent = 16;  // deeper trees stay readable
   out << std::string(2 * std::min(depth, kMaxIndent), ' ') << "fiber " << f.id;
   if (orphan) out << " (parent " << f.parent << ", ended)";
-  out << ' ' << to_string(f.state) << ' ';
+  out << ' ' << to_string(f.state);
+  if (!f.waiting_on.empty()) out << " (" << f.waiting_on << ')';
+  out << ' ';
   write_age(out, f.age);
   if (!f.context_known) {
     out << " <context not read: running>";

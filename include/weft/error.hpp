@@ -22,6 +22,7 @@ enum class errc {
   deadline_exceeded,        // the fiber's deadline passed (see with_deadline)
   invalid_task,             // get()/wait() on a task with no fiber: empty, moved-from or got
   would_deadlock,           // executor::join() from a fiber of that same executor
+  channel_closed,           // channel::send() (or a select's send_case) on a closed channel
 };
 
 // error_category() is the category of every weft::error; its name() is "weft".

@@ -67,6 +67,10 @@ struct fiber_info {
   // listing: its context cannot be read without stopping it, so `context` is empty (and
   // deadline and cancelled say nothing).
   bool context_known = true;
+  // waiting_on is empty unless the fiber is suspended; then what it waits for, naming the
+  // object: "channel jobs: recv", "select (3 cases)", "mutex accounts: lock", "task: get",
+  // "sleep", "I/O", "offload", ...
+  std::string waiting_on;
 };
 
 }  // namespace weft

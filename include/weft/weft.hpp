@@ -1,6 +1,7 @@
 // weft/weft.hpp: the umbrella header -- everything weft offers.
 #pragma once
 
+#include <weft/channel.hpp>
 #include <weft/context.hpp>
 #include <weft/context_var.hpp>
 #include <weft/deadline.hpp>
@@ -9,7 +10,9 @@
 #include <weft/fiber_local.hpp>
 #include <weft/offload.hpp>
 #include <weft/propagation.hpp>
+#include <weft/select.hpp>
 #include <weft/signal_dump.hpp>
+#include <weft/sync.hpp>
 #include <weft/task.hpp>
 #include <weft/task_group.hpp>
 #include <weft/this_fiber.hpp>
