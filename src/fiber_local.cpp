@@ -2,7 +2,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <string>
 
+#include <weft/error.hpp>
 #include <weft/fiber_local.hpp>
 
 namespace weft::detail {
@@ -10,8 +12,18 @@ namespace {
 std::atomic<std::uint32_t> next_index{0};
 }
 
-std::uint32_t allocate_local_index() noexcept {
-  return next_index.fetch_add(1, std::memory_order_relaxed);
+std::uint32_t allocate_local_index() {
+  // Never past the limit, even by refused attempts: the counter must not wrap.
+  std::uint32_t index = next_index.load(std::memory_order_relaxed);
+  do {
+    if (index >= max_fiber_locals) {
+      throw error(errc::invalid_argument,
+                  "weft: fiber_local: the process has made " + std::to_string(max_fiber_locals) +
+                      " fiber_locals, the most there can be (indexes are never reused: define "
+                      "fiber_locals at namespace scope, not at run time)");
+    }
+  } while (!next_index.compare_exchange_weak(index, index + 1, std::memory_order_relaxed));
+  return index;
 }
 
 void* store_local(std::uint32_t index, void* object, void (*destroy)(void*) noexcept) {

@@ -4,8 +4,10 @@
 #include <deque>
 #include <mutex>
 #include <sstream>
+#include <string>
 
 #include <weft/context_var.hpp>
+#include <weft/error.hpp>
 
 namespace weft::detail {
 namespace {
@@ -47,6 +49,13 @@ void walk(const node* n, std::uint32_t prefix,
 std::uint32_t register_var(const std::string& name, value_printer print) {
   registry& r = the_registry();
   std::lock_guard<std::mutex> g(r.lock);
+  if (r.vars.size() >= max_context_vars) {
+    throw error(errc::invalid_argument,
+                "weft: context_var '" + name + "': the process has made " +
+                    std::to_string(max_context_vars) +
+                    " context_vars, the most there can be (slots are never reused: define "
+                    "context_vars at namespace scope, not at run time)");
+  }
   r.vars.push_back({name, print});
   return static_cast<std::uint32_t>(r.vars.size() - 1);
 }

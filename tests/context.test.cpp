@@ -2,6 +2,9 @@
 // variables"), on plain threads.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -586,4 +589,49 @@ TEST_CASE("in-place values and cells mix in one node and beyond the first trie l
     CHECK(ctx.size() == 80);
   }
   CHECK(counted_value::alive == alive_before);
+}
+
+namespace {
+
+// exit_status_of_child() runs f in a forked child process (this one has no other threads
+// here) and returns the child's exit code: what f returns, or -1 if it died otherwise. For a
+// test that must use up something of the whole process.
+template <class F>
+int exit_status_of_child(F f) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(f());
+  int status = 0;
+  if (child < 0 || ::waitpid(child, &status, 0) != child) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("past max_context_vars a new context_var is refused, named, never aliased", "[context]") {
+  const int outcome = exit_status_of_child([] {
+    std::vector<std::unique_ptr<weft::context_var<int>>> vars;
+    std::string message;
+    try {
+      for (std::uint32_t i = 0; i <= weft::max_context_vars; ++i)
+        vars.push_back(std::make_unique<weft::context_var<int>>("many"));
+      return 1;  // never refused
+    } catch (const weft::error& e) {
+      if (e.code() != errc::invalid_argument) return 2;
+      message = e.what();
+    }
+    if (message.find("'many'") == std::string::npos) return 3;
+    if (code_of([] { weft::context_var<int> again("again"); }) != int(errc::invalid_argument)) {
+      return 4;  // refused for good, not only once
+    }
+    // The variables made are all distinct.
+    weft::context ctx;
+    bool distinct = true;
+    ctx.run([&] {
+      (void)vars.front()->set(1);
+      (void)vars.back()->set(2);
+      distinct = vars.front()->get() == 1 && vars.back()->get() == 2;
+    });
+    return distinct ? 0 : 5;
+  });
+  CHECK(outcome == 0);
 }

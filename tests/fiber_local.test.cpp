@@ -1,7 +1,12 @@
 // Tests of fiber_local (API.md "Fiber-local storage").
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,4 +102,42 @@ TEST_CASE("many fiber_locals in one fiber", "[fiber_local]") {
       sum += l->get();
     return sum;
   }) == 99 * 100 / 2);
+}
+
+namespace {
+
+// exit_status_of_child() runs f in a forked child process (this one has no other threads
+// here) and returns the child's exit code: what f returns, or -1 if it died otherwise. For a
+// test that must use up something of the whole process.
+template <class F>
+int exit_status_of_child(F f) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(f());
+  int status = 0;
+  if (child < 0 || ::waitpid(child, &status, 0) != child) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("past max_fiber_locals a new fiber_local is refused, never aliased", "[fiber_local]") {
+  const int outcome = exit_status_of_child([] {
+    std::vector<std::unique_ptr<weft::fiber_local<int>>> locals;
+    try {
+      for (std::uint32_t i = 0; i <= weft::max_fiber_locals; ++i)
+        locals.push_back(std::make_unique<weft::fiber_local<int>>());
+      return 1;  // never refused
+    } catch (const weft::error& e) {
+      if (e.code() != weft::errc::invalid_argument) return 2;
+      if (std::string(e.what()).find("fiber_local") == std::string::npos) return 3;
+    }
+    if (test::code_of([] { weft::fiber_local<int> again; }) != int(weft::errc::invalid_argument)) {
+      return 4;  // refused for good, not only once
+    }
+    // The locals made are all distinct.
+    locals.front()->get() = 1;
+    locals.back()->get() = 2;
+    return locals.front()->get() == 1 && locals.back()->get() == 2 ? 0 : 5;
+  });
+  CHECK(outcome == 0);
 }

@@ -44,7 +44,8 @@ void print_value(const void* stored, std::ostream& out) {
 
 // register_var() hands out the dense slot number of a new context_var (never reused: a value
 // bound under a slot keeps its type for as long as any snapshot holds it) and records its
-// name and printer for introspection.
+// name and printer for introspection. Past max_context_vars it throws
+// weft::error(invalid_argument) naming the variable.
 std::uint32_t register_var(const std::string& name, value_printer print);
 
 [[noreturn]] void throw_lookup_failed(const std::string& name);
@@ -62,8 +63,16 @@ class scoped_binding;
 
 }  // namespace detail
 
+// max_context_vars is how many context_vars one process may make in all. A variable's slot
+// is never reused: a snapshot may still hold a value under the slot of a destroyed variable,
+// and nothing tells when the last one goes, so a reused slot could show a value of the old
+// variable's type as the new one's. Variables made at run time (one per request, say) use
+// slots up; past the limit the constructor throws instead of letting two variables alias.
+inline constexpr std::uint32_t max_context_vars = 1u << 20;
+
 // context_var<T> names one variable of the fiber-local context. Define it at namespace
-// scope, like a thread_local; it must outlive every use. Reads and writes always act on the
+// scope, like a thread_local, not at run time (see max_context_vars); it must outlive every
+// use. Reads and writes always act on the
 // calling fiber's (or plain thread's) current context. Non-copyable and non-movable: the
 // object's identity is the variable.
 template <class T>
@@ -73,6 +82,8 @@ class context_var {
 
  public:
   // context_var(name) makes a variable with no default: get() throws while it is unbound.
+  // Once max_context_vars variables were made in the process, both constructors throw
+  // weft::error(invalid_argument) naming the variable.
   explicit context_var(std::string name)
       : name_(std::move(name)), slot_(detail::register_var(name_, &detail::print_value<T>)) {}
 

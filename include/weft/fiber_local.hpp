@@ -9,10 +9,18 @@
 
 namespace weft {
 
+// max_fiber_locals is how many fiber_locals one process may make in all. An index is never
+// reused: fibers alive when a fiber_local goes may still hold a value under its index (freed
+// when they end), and a new fiber_local there would read that value as its own. Past the
+// limit the constructor throws instead of letting two fiber_locals alias; a fiber's table
+// of values also stays bounded (it grows to the highest index the fiber uses).
+inline constexpr std::uint32_t max_fiber_locals = 1u << 20;
+
 namespace detail {
 
-// allocate_local_index() hands out the index of a new fiber_local (never reused).
-std::uint32_t allocate_local_index() noexcept;
+// allocate_local_index() hands out the index of a new fiber_local (never reused); past
+// max_fiber_locals it throws weft::error(invalid_argument).
+std::uint32_t allocate_local_index();
 
 // find_local() is the calling fiber's value at index, or nullptr if it has none yet.
 inline void* find_local(std::uint32_t index) noexcept {
@@ -30,11 +38,13 @@ void* store_local(std::uint32_t index, void* object, void (*destroy)(void*) noex
 // fiber_local<T> gives each fiber (and each plain thread outside fibers) its own T, created
 // on first use in that fiber and destroyed when the fiber ends. It is never inherited: a
 // child fiber starts with a fresh value. Correct when fibers migrate between worker threads,
-// unlike thread_local. Non-copyable; define it at namespace scope and let it outlive its uses.
+// unlike thread_local. Non-copyable; define it at namespace scope (not at run time: see
+// max_fiber_locals) and let it outlive its uses.
 template <class T>
 class fiber_local {
  public:
-  // fiber_local() starts each fiber's value as T{}.
+  // fiber_local() starts each fiber's value as T{}. Both constructors throw
+  // weft::error(invalid_argument) once max_fiber_locals fiber_locals were made.
   fiber_local() : index_(detail::allocate_local_index()) {}
 
   // fiber_local(init) starts each fiber's value as init(), called in that fiber on first use.
