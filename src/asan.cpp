@@ -1,7 +1,10 @@
 // asan.cpp: fiber-switch annotations for AddressSanitizer builds (see asan.hpp).
 #include "asan.hpp"
 
+#include <string_view>
+
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 
 namespace weft::detail::asan {
@@ -38,6 +41,17 @@ void finish_switch() noexcept {
   const void* old_bottom = nullptr;
   std::size_t old_size = 0;
   __sanitizer_finish_switch_fiber(fake_stack, &old_bottom, &old_size);
+}
+
+bool heap_block(const void* p, const void** bottom, std::size_t* size) noexcept {
+  char kind[16];
+  void* begin = nullptr;
+  std::size_t bytes = 0;
+  const char* what = __asan_locate_address(const_cast<void*>(p), kind, sizeof kind, &begin, &bytes);
+  if (what == nullptr || std::string_view(what) != "heap" || begin == nullptr) return false;
+  *bottom = begin;
+  *size = bytes;
+  return true;
 }
 
 creating_fiber::creating_fiber() noexcept {

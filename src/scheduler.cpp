@@ -317,7 +317,15 @@ context* algorithm::switch_to(context* next) noexcept {
     } else if (next == main_) {
       asan::start_switch(outgoing_fake_stack(), &main_fake_stack_, main_stack_bottom_,
                          main_stack_size_);
-    } else {  // the dispatcher, or a raw Boost fiber: stacks that are Boost's own
+    } else if (next->is_context(type::dispatcher_context)) {
+      // The dispatcher runs the reactor's handlers: ASan must know its stack to unwind an
+      // exception thrown there (else "ignoring __asan_handle_no_return", then false reports).
+      if (dispatcher_stack_size_ == 0) {
+        asan::heap_block(next, &dispatcher_stack_bottom_, &dispatcher_stack_size_);
+      }
+      asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, dispatcher_stack_bottom_,
+                         dispatcher_stack_size_);
+    } else {  // a raw Boost fiber: a stack that is Boost's own
       asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, nullptr, 0);
     }
     take_over(next);

@@ -218,6 +218,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   boost::fibers::context* running_;               // what this thread runs now
   const void* main_stack_bottom_ = nullptr;
   std::size_t main_stack_size_ = 0;
+  const void* dispatcher_stack_bottom_ = nullptr;  // found under ASan only (switch_to)
+  std::size_t dispatcher_stack_size_ = 0;
   eh_state main_eh_;
   eh_state other_eh_;  // the dispatcher's, and raw Boost fibers' (they have no record)
   void* main_fake_stack_ = nullptr;

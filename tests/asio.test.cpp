@@ -1,9 +1,15 @@
 // Tests of weft/asio.hpp (API.md "Asynchronous I/O"): use_fiber and io_context(ex).
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +33,13 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 weft::context_var<int> conn_id("conn_id");
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
 
 tcp::acceptor listen_on_loopback(boost::asio::io_context& io) {
   tcp::acceptor a(io, tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
@@ -439,4 +452,186 @@ TEST_CASE("stats() counts the fibers waiting on I/O", "[asio][stats]") {
   CHECK(waiting.get() == boost::asio::error::operation_aborted);
   CHECK(ex.stats().io_waiting == 0);
   CHECK(ex.stats().stack_bytes >= ex.stats().stacks * 16 * 1024);
+}
+
+// Liveness (docs/scheduling.md): while an I/O completion is pending, no worker sleeps. A fiber
+// woken by a completion computes (without yielding) on the worker that ran the completion --
+// the one that held the reactor; the other worker must take the reactor over, or the 20 ms
+// timer below completes only when the computing fiber gives up (3 s; 505 ms in the issue).
+TEST_CASE("a timer completes on time while the worker that left the reactor computes",
+          "[asio][liveness]") {
+  weft::executor ex(2);
+  auto& io = weft::io_context(ex);
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> back{false};
+    auto computer = ex.spawn([&] {
+      boost::asio::steady_timer t(io, 5ms);
+      t.async_wait(weft::use_fiber);
+      const auto give_up = clock_type::now() + 3s;
+      while (!back && clock_type::now() < give_up) {
+      }
+    });
+    auto late = ex.run([&] {
+      boost::asio::steady_timer t(io, 20ms);
+      const auto start = clock_type::now();
+      t.async_wait(weft::use_fiber);
+      back = true;
+      return clock_type::now() - start - 20ms;
+    });
+    computer.get();
+    INFO("completed " << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+                      << " ms late");
+    CHECK(late < 400ms);
+  }
+}
+
+// The io_context may be made after the workers fell asleep; a plain thread's wait on it must
+// still complete (it hung: both workers slept on their condition variables, nobody ran it).
+TEST_CASE("a plain thread's first use_fiber wait on a fresh pool's io_context completes",
+          "[asio][liveness]") {
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  std::thread([finished] {
+    for (int round = 0; round < 20; ++round) {
+      weft::executor ex{2};
+      boost::asio::steady_timer t(weft::io_context(ex), 30ms);
+      t.async_wait(weft::use_fiber);
+    }
+    *finished = true;
+  }).detach();
+  if (!test::eventually([&] { return finished->load(); }, 60s)) {
+    FAIL_CHECK("20 rounds of a 30 ms timer wait took more than 60 s: a wait hung");
+    std::fflush(nullptr);
+    std::_Exit(1);  // the hung thread cannot be joined
+  }
+}
+
+namespace {
+// late_operation() starts an operation through a user's async_initiate that ignores the
+// cancellation slot and has no executor: a thread completes it after `after`. `finished`
+// counts the completions that have returned.
+template <class Token>
+auto late_operation(std::chrono::milliseconds after, std::atomic<int>& finished, Token token) {
+  return boost::asio::async_initiate<Token, void(boost::system::error_code, int)>(
+      [after, &finished](auto handler) {
+        std::thread([after, &finished, h = std::move(handler)]() mutable {
+          std::this_thread::sleep_for(after);
+          std::move(h)(boost::system::error_code(), 42);
+          ++finished;
+        }).detach();
+      },
+      token);
+}
+}  // namespace
+
+// The deadline must win on time even when the operation cannot be cancelled (Asio 1.81's
+// resolver, a user's initiation that ignores the slot): the caller leaves, the operation is
+// abandoned and completes later into weft's own state. (It threw after the 500 ms.)
+TEST_CASE("a deadline ends a wait on an operation that ignores cancellation, on time", "[asio]") {
+  std::atomic<int> finished{0};
+  weft::executor ex(2);
+  auto& io = weft::io_context(ex);
+  (void)io;  // the cancellation request goes there: the initiation has no executor
+  ex.run([&] {
+    const auto start = clock_type::now();
+    CHECK(code_of([&] {
+            weft::with_timeout(50ms, [&] { late_operation(1000ms, finished, weft::use_fiber); });
+          }) == static_cast<int>(errc::deadline_exceeded));
+    const auto took = clock_type::now() - start;
+    INFO("took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    CHECK(took < 700ms);
+    CHECK(finished == 0);
+    // Without a deadline the same operation completes normally.
+    CHECK(late_operation(5ms, finished, weft::use_fiber) == 42);
+  });
+  // On a plain thread too.
+  const auto start = clock_type::now();
+  CHECK(code_of([&] {
+          weft::with_timeout(50ms, [&] { late_operation(1000ms, finished, weft::use_fiber); });
+        }) == static_cast<int>(errc::deadline_exceeded));
+  CHECK(clock_type::now() - start < 700ms);
+  // The late completions run into memory the callers no longer hold (checked by ASan builds).
+  CHECK(test::eventually([&] { return finished == 3; }));
+}
+
+// A use_fiber completion condition that throws: the caller gets that exception (it got "the
+// operation's io_context was destroyed", and the exception went to on_unhandled_exception).
+TEST_CASE("an exception from a completion condition reaches the caller", "[asio]") {
+  std::atomic<int> unhandled{0};
+  weft::executor_options o;
+  o.threads = 2;
+  o.on_unhandled_exception = [&](std::exception_ptr) { ++unhandled; };
+  weft::executor ex(o);
+  auto [client, server] = ex.run([&] {
+    auto acceptor = listen_on_loopback(weft::io_context(ex));
+    return connected_pair(weft::io_context(ex), acceptor);
+  });
+  ex.run([&] {
+    std::array<char, 8> buf{};
+    auto writer = weft::spawn(
+        [&] { boost::asio::async_write(client, boost::asio::buffer("x", 1), weft::use_fiber); });
+    std::string what;
+    try {
+      boost::asio::async_read(
+          server, boost::asio::buffer(buf),
+          [](const boost::system::error_code&, std::size_t n) -> std::size_t {
+            if (n > 0) throw std::runtime_error("the condition threw");
+            return 8;
+          },
+          weft::use_fiber);
+    } catch (const std::runtime_error& e) {
+      what = e.what();
+    }
+    CHECK(what == "the condition threw");
+    writer.get();
+    client.close();
+    server.close();
+  });
+  CHECK(unhandled == 0);
+}
+
+// io_context(ex).stop(): weft's io_context is run by its workers for the executor's life, so
+// they restart it. (The idle workers spun at 0.68 CPU-s/s and every later wait hung.)
+TEST_CASE("io_context(ex).stop() neither hangs later waits nor makes idle workers spin", "[asio]") {
+  weft::executor ex(2);
+  auto& io = weft::io_context(ex);
+  io.stop();
+  ex.run([&] {
+    boost::asio::steady_timer t(io, 10ms);
+    CHECK(code_of([&] { weft::with_timeout(20s, [&] { t.async_wait(weft::use_fiber); }); }) == 0);
+  });
+  io.stop();
+  std::this_thread::sleep_for(50ms);
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(500ms);
+  const double used = cpu_seconds() - before;
+  INFO("an idle 2-worker pool used " << used << " CPU-s in 0.5 s");
+  CHECK(used < 0.1);
+  boost::asio::steady_timer t(io, 10ms);
+  CHECK(code_of([&] { weft::with_timeout(20s, [&] { t.async_wait(weft::use_fiber); }); }) == 0);
+}
+
+// A deadline always ends a use_fiber wait on time, even on an io_context that nobody runs (the
+// cancellation request never runs there either): the operation is abandoned. (The wait hung,
+// and ~executor with it.)
+TEST_CASE("a deadline ends a wait on an io_context that nobody runs or that is stopped", "[asio]") {
+  const bool stopped = GENERATE(false, true);
+  boost::asio::io_context nobody_runs;
+  if (stopped) nobody_runs.stop();
+  boost::asio::steady_timer t(nobody_runs, 1h);
+  {
+    weft::executor ex(2);
+    ex.run([&] {
+      const auto start = clock_type::now();
+      CHECK(code_of([&] { weft::with_timeout(100ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
+            static_cast<int>(errc::deadline_exceeded));
+      const auto took = clock_type::now() - start;
+      INFO("took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+      CHECK(took < 700ms);
+    });
+  }
+  // On a plain thread too.
+  const auto start = clock_type::now();
+  CHECK(code_of([&] { weft::with_timeout(100ms, [&] { t.async_wait(weft::use_fiber); }); }) ==
+        static_cast<int>(errc::deadline_exceeded));
+  CHECK(clock_type::now() - start < 700ms);
 }

@@ -14,6 +14,7 @@
 
 #include <weft/weft.hpp>
 
+#include "stuck_worker.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -460,4 +461,21 @@ TEST_CASE("a dropped task that ran out of time is not reported; other failures a
   });
   ex.join();
   CHECK(reported == 1);
+}
+
+// Liveness (docs/scheduling.md): a deadline fires on time while the worker the fiber parked on
+// computes and the other idles (it fired when the computing fiber gave up: 3 s late).
+TEST_CASE("a deadline ends a wait on time while its worker computes and another idles",
+          "[deadline][liveness]") {
+  weft::executor ex(2);
+  clock_type::duration late{};
+  test::stuck_while(ex, [&] {
+    const auto start = clock_type::now();
+    CHECK(code_of([] { weft::with_timeout(20ms, [] { weft::this_fiber::sleep_for(1h); }); }) ==
+          kDeadline);
+    late = clock_type::now() - start - 20ms;
+  });
+  INFO("woke " << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+               << " ms late");
+  CHECK(late < 400ms);
 }

@@ -930,3 +930,44 @@ TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking th
   CHECK(after.stacks >= 1);  // (a fiber woken again may be stolen again: steals can pass spawned)
   if (threads == 1) CHECK(after.steals == 0);
 }
+
+using clock_type_t = std::chrono::steady_clock;
+
+// Liveness (docs/scheduling.md): while a timer is due, no worker sleeps. The fiber's worker is
+// kept busy by a fiber that never yields (for 3 s at most); the other worker idles and must
+// fire the deadline. Before the watch (an idle worker slept bounded by its own deadlines
+// only) the sleep ended when the spinner gave up: 3 s late. The bound is 100x the time slice
+// of a busy machine and far below the bug's lateness.
+TEST_CASE("a sleep ends on time while its worker computes and another idles",
+          "[executor][liveness]") {
+  weft::executor ex(2);
+  for (int round = 0; round < 3; ++round) {
+    clock_type_t::duration late{};
+    test::stuck_while(ex, [&] {
+      const auto start = clock_type_t::now();
+      weft::this_fiber::sleep_for(20ms);
+      late = clock_type_t::now() - start - 20ms;
+    });
+    INFO("woke " << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+                 << " ms late");
+    CHECK(late < 400ms);
+  }
+}
+
+TEST_CASE("a wait_for on a task ends on time while its worker computes and another idles",
+          "[executor][liveness]") {
+  weft::executor ex(2);
+  test::gate open;  // the task waits for it on a blocking thread: no deadline of its own
+  auto never = ex.spawn([&] { weft::offload([&] { open.wait(); }); });
+  clock_type_t::duration late{};
+  test::stuck_while(ex, [&] {
+    const auto start = clock_type_t::now();
+    CHECK_FALSE(never.wait_for(20ms));
+    late = clock_type_t::now() - start - 20ms;
+  });
+  INFO("woke " << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+               << " ms late");
+  CHECK(late < 400ms);
+  open.open();
+  never.get();
+}

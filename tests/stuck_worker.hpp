@@ -75,3 +75,47 @@ bool resumes_past_a_stuck_worker(weft::executor& ex, Wait wait) {
 }
 
 }  // namespace test
+
+namespace test {
+
+// stuck_while() runs f() on a fiber of a 2-worker pool while the worker f parks on is stuck:
+// right before f() (which must park first thing, with no suspension before), two spinners are
+// spawned that meet (so they run on different workers); the one on f's worker computes --
+// never yields -- until f() has returned (at most `limit`), the other returns, leaving its
+// worker idle. f's exceptions go through; CHECKs that the spinners met.
+template <class F>
+void stuck_while(weft::executor& ex, F f,
+                 std::chrono::milliseconds limit = std::chrono::milliseconds(3000)) {
+  REQUIRE(ex.thread_count() == 2);
+  ex.run([&] {
+    const std::thread::id here = std::this_thread::get_id();
+    std::atomic<int> arrived{0};
+    std::atomic<bool> met{true};
+    std::atomic<bool> done{false};
+    auto spinner = [&] {
+      ++arrived;
+      if (!eventually([&] { return arrived.load() == 2; })) met = false;
+      if (std::this_thread::get_id() != here) return;
+      const auto give_up = std::chrono::steady_clock::now() + limit;
+      while (!done && std::chrono::steady_clock::now() < give_up) {
+      }
+    };
+    auto a = weft::spawn(spinner);
+    auto b = weft::spawn(spinner);
+    auto finish = [&] {
+      done = true;
+      a.get();
+      b.get();
+      CHECK(met);
+    };
+    try {
+      f();
+    } catch (...) {
+      finish();
+      throw;
+    }
+    finish();
+  });
+}
+
+}  // namespace test

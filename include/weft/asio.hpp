@@ -10,12 +10,26 @@
 // thread the call blocks. The fiber's context is intact afterwards, on whatever worker it
 // resumes. A pending operation is a cancellation point: when the fiber's group is cancelled
 // or its deadline passes, the operation is cancelled through Asio's per-operation
-// cancellation, and the call throws weft::error(cancelled or deadline_exceeded) once the
-// operation has finished (the I/O object stays usable).
+// cancellation (the request runs on the operation's executor -- for an initiation without
+// one, on io_context(ex) of the calling fiber's executor), and the call throws
+// weft::error(cancelled or deadline_exceeded) once the operation has finished (the I/O object
+// stays usable). The deadline always wins on time: an operation that cannot be cancelled (no
+// cancellation handler in its slot: Asio 1.81's resolver, a user's initiation that ignores
+// the slot), or whose io_context is stopped or not run (the request does not run within
+// 50 ms), is abandoned -- the call throws at once and the operation completes later into
+// weft's own state. Memory such an operation writes into (its buffers) must outlive it, as
+// with any Asio operation. An exception that escapes from the operation while weft runs it
+// (a completion condition that throws) is rethrown in the caller.
+//
+// io_context(ex) is run by ex's workers for ex's whole life: io_context(ex).stop() makes them
+// restart it (pending operations go on); to end operations, cancel them or close their I/O
+// objects. Handlers posted to it run on a worker outside any fiber: they must not block, and
+// an exception that escapes from one goes to on_unhandled_exception.
 //
 // Opt-in: weft.hpp does not include this header. Boost.Asio is header-only.
 #pragma once
 
+#include <atomic>
 #include <exception>
 #include <optional>
 #include <tuple>
@@ -52,31 +66,55 @@ namespace detail {
 
 struct waiter;
 
-// io_wait is a pending operation as its waiting caller sees it; it lives on the caller's
-// stack, which the caller leaves only once the operation (and any cancellation request sent
-// to it) is over.
+// io_wait is a pending operation as both sides see it: the waiting caller, the completion
+// handler and a cancellation request each hold a reference, and the last one frees it. It is
+// on the heap, not on the caller's stack, so that a caller whose deadline passed can leave
+// while an operation that cannot be cancelled is still running (wait_io): the late
+// completion then touches only this.
 struct io_wait {
   explicit io_wait(boost::asio::any_io_executor ex) : io_executor(std::move(ex)) {}
   io_wait(const io_wait&) = delete;
   io_wait& operator=(const io_wait&) = delete;
 
   // finish() is the operation's last touch: ran = the handler was called (else it was
-  // destroyed uncalled, with its io_context).
-  void finish(bool ran) noexcept;
+  // destroyed uncalled: its io_context went, or an exception escaped from the operation --
+  // then `failure` is that exception, when weft could catch it).
+  void finish(bool ran, std::exception_ptr failure = nullptr) noexcept;
+  void retain() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
+  std::atomic<unsigned> refs{1};
   spinlock lock;  // guards what follows
   waiter* waiters = nullptr;
   bool done = false;
   bool abandoned = false;
   bool cancel_pending = false;  // a cancellation request is on its way to the operation
+  bool uncancellable = false;   // the request found no cancellation handler to call
+  std::exception_ptr failure;   // what escaped from the operation (a completion condition)
   boost::asio::cancellation_signal signal;
   boost::asio::any_io_executor io_executor;  // where the cancellation request must run
+
+ protected:
+  virtual ~io_wait() = default;
 };
 
 // wait_io() waits until the operation finished. If the caller is cancelled (or out of time)
-// first, it asks the operation to cancel, waits for it to finish, and throws weft::error.
-// An operation abandoned by its io_context throws system_error(operation_aborted).
+// first, it asks the operation to cancel and throws weft::error once the operation is over
+// -- or at once when it cannot be cancelled or its io_context is stopped (it is abandoned:
+// it completes later, into w alone; see weft/asio.hpp's notes). An operation abandoned by its
+// io_context throws system_error(operation_aborted); one that threw, its exception.
 void wait_io(io_wait& w);
+
+// handler_dropped() is a fiber_handler destroyed uncalled: finish(false), or -- during the
+// unwinding of an exception that weft's reactor will catch -- finish with that exception.
+void handler_dropped(io_wait* w) noexcept;
+
+// cancel_executor() is where to send the cancellation request of an operation whose
+// initiation has no executor: the calling fiber's executor's io_context if it has one (the
+// operation most likely runs there), else Asio's system executor.
+boost::asio::any_io_executor cancel_executor();
 
 // io_state keeps what the operation completes with.
 template <class... Args>
@@ -90,11 +128,11 @@ struct io_state final : io_wait {
 template <class... Args>
 class fiber_handler {
  public:
-  explicit fiber_handler(io_state<Args...>* s) noexcept : state_(s) {}
+  explicit fiber_handler(io_state<Args...>* s) noexcept : state_(s) { s->retain(); }
   fiber_handler(fiber_handler&& o) noexcept : state_(std::exchange(o.state_, nullptr)) {}
   fiber_handler& operator=(fiber_handler&&) = delete;
   ~fiber_handler() {
-    if (state_ != nullptr) state_->finish(false);
+    if (state_ != nullptr) handler_dropped(state_);
   }
 
   using cancellation_slot_type = boost::asio::cancellation_slot;
@@ -108,10 +146,12 @@ class fiber_handler {
     try {
       s->values.emplace(std::forward<B>(args)...);
     } catch (...) {
-      s->finish(false);  // the caller is not left waiting: it sees an aborted operation
-      throw;
+      s->finish(false, std::current_exception());  // the caller gets the exception
+      s->release();
+      return;
     }
     s->finish(true);
+    s->release();
   }
 
  private:
@@ -151,11 +191,22 @@ template <class... Args, class Initiation, class... InitArgs>
 typename signature_parts<Args...>::result::type run_io(boost::system::error_code* redirect,
                                                        Initiation&& init, InitArgs&&... args) {
   using parts = signature_parts<Args...>;
-  io_state<Args...> state(boost::asio::any_io_executor(
-      boost::asio::get_associated_executor(init, boost::asio::system_executor())));
-  std::forward<Initiation>(init)(fiber_handler<Args...>(&state), std::forward<InitArgs>(args)...);
-  wait_io(state);
-  auto& values = *state.values;
+  // The cancellation request runs where the operation runs: the initiation's executor, or --
+  // an initiation without one (a user's async_initiate) -- the io_context weft runs.
+  using associated =
+      boost::asio::associated_executor_t<std::decay_t<Initiation>, boost::asio::system_executor>;
+  boost::asio::any_io_executor where =
+      std::is_same_v<associated, boost::asio::system_executor>
+          ? cancel_executor()
+          : boost::asio::any_io_executor(
+                boost::asio::get_associated_executor(init, boost::asio::system_executor()));
+  struct owner {
+    io_state<Args...>* s;
+    ~owner() { s->release(); }
+  } state{new io_state<Args...>(std::move(where))};
+  std::forward<Initiation>(init)(fiber_handler<Args...>(state.s), std::forward<InitArgs>(args)...);
+  wait_io(*state.s);
+  auto& values = *state.s->values;
   if constexpr (parts::has_error) {
     const boost::system::error_code& ec = std::get<0>(values);
     if (redirect != nullptr) {
