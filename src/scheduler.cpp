@@ -48,26 +48,6 @@ fiber_record* record_of(context* ctx) noexcept {
 
 }  // namespace
 
-void ready_queue::grow() {
-  std::vector<context*> bigger(ring_.size() * 2);
-  const std::size_t n = size();
-  for (std::size_t i = 0; i < n; ++i)
-    bigger[i] = ring_[(head_ + i) & mask()];
-  ring_.swap(bigger);
-  head_ = 0;
-  tail_ = n;
-}
-
-void ready_queue::push_top(context* c) {
-  if (size() == ring_.size()) grow();
-  ring_[tail_++ & mask()] = c;
-}
-
-void ready_queue::push_bottom(context* c) {
-  if (size() == ring_.size()) grow();
-  ring_[--head_ & mask()] = c;
-}
-
 void worker_slot::wake() noexcept {
   {
     std::lock_guard<std::mutex> g(sleep_mutex);

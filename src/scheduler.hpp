@@ -31,6 +31,7 @@
 
 #include <boost/fiber/algo/algorithm.hpp>
 #include <boost/fiber/context.hpp>
+#include <boost/fiber/scheduler.hpp>
 
 #include <weft/detail/fiber_state.hpp>
 #include <weft/detail/spinlock.hpp>
@@ -45,23 +46,38 @@ class pool;
 class algorithm;
 struct reactor;
 
-// ready_queue is a growable ring of ready fibers, locked by its worker_slot.
+// ready_queue is a worker's ready fibers, locked by its worker_slot: an intrusive list through
+// each context's own ready hook (the one Boost's stock algorithms use for the same purpose).
+// Queueing runs where nothing may throw -- awakened(), a wake-up from any thread -- so it must
+// not allocate: a ring that grew there terminated the process when the memory was not there.
 class ready_queue {
  public:
-  ready_queue() : ring_(1024) {}
-  bool empty() const noexcept { return head_ == tail_; }
-  std::size_t size() const noexcept { return tail_ - head_; }
-  void push_top(boost::fibers::context* c);
-  void push_bottom(boost::fibers::context* c);
-  boost::fibers::context* pop_top() noexcept { return ring_[--tail_ & mask()]; }
-  boost::fibers::context* pop_bottom() noexcept { return ring_[head_++ & mask()]; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t size() const noexcept { return size_; }
+  void push_top(boost::fibers::context* c) noexcept {
+    list_.push_back(*c);
+    ++size_;
+  }
+  void push_bottom(boost::fibers::context* c) noexcept {
+    list_.push_front(*c);
+    ++size_;
+  }
+  boost::fibers::context* pop_top() noexcept {
+    boost::fibers::context* c = &list_.back();
+    list_.pop_back();
+    --size_;
+    return c;
+  }
+  boost::fibers::context* pop_bottom() noexcept {
+    boost::fibers::context* c = &list_.front();
+    list_.pop_front();
+    --size_;
+    return c;
+  }
 
  private:
-  std::size_t mask() const noexcept { return ring_.size() - 1; }
-  void grow();
-  std::vector<boost::fibers::context*> ring_;
-  std::size_t head_ = 0;  // bottom
-  std::size_t tail_ = 0;  // top (one past)
+  boost::fibers::scheduler::ready_queue_type list_;  // bottom (oldest) at the front
+  std::size_t size_ = 0;
 };
 
 // worker_slot is the pool-owned part of one worker.
