@@ -3,6 +3,8 @@
 // Threads start on demand, up to a cap; a thread idle for a while exits, so a burst of
 // blocking calls does not leave its threads behind. Calls wait in a FIFO queue when every
 // thread is busy; a caller that is cancelled meanwhile takes its call back (withdraw()).
+// Nothing a blocking thread does allocates: running out of memory can fail a submit(), never
+// a call already accepted (a thread that ends moves its own list node to exited_).
 #pragma once
 
 #include <atomic>
@@ -13,7 +15,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include <weft/offload.hpp>
 
@@ -27,7 +28,8 @@ class blocking_pool {
   blocking_pool& operator=(const blocking_pool&) = delete;
 
   // submit() queues call, starting a thread if none is free and the cap allows. Throws
-  // (std::system_error) only when no thread exists and none can be started.
+  // (std::system_error, std::bad_alloc) only when no thread exists and none can be started;
+  // the call is then not queued.
   void submit(offload_base* call);
   // withdraw() takes call out of the queue; false if a thread already took it.
   bool withdraw(offload_base* call) noexcept;
@@ -57,8 +59,8 @@ class blocking_pool {
   unsigned threads_ = 0;                     // alive, including those about to exit
   unsigned idle_ = 0;                        // waiting for work
   bool stopping_ = false;
-  std::list<std::thread> running_;   // one per live thread
-  std::vector<std::thread> exited_;  // threads that left on their own, to be joined
+  std::list<std::thread> running_;  // one per live thread
+  std::list<std::thread> exited_;   // threads that left on their own, to be joined
 };
 
 }  // namespace weft::detail

@@ -50,6 +50,18 @@ void report_unhandled(pool& owner, std::exception_ptr e) noexcept {
   owner.unhandled->report(e);
 }
 
+void refuse_wait_on_worker(const char* what) {
+  const pool* p = tl_pool;
+  if (p == nullptr || current_record() != nullptr) return;
+  throw error(errc::would_deadlock,
+              std::string("weft: ") + what +
+                  " called from an Asio handler (or other code run outside a fiber) on a worker "
+                  "thread of executor '" +
+                  p->name() +
+                  "': waiting there would block the worker and the fibers queued on it; "
+                  "spawn a fiber (executor::spawn or post) and wait in it");
+}
+
 // ---- the pool --------------------------------------------------------------------------
 
 namespace {
@@ -148,6 +160,25 @@ void pool::worker_main(unsigned index) {
       if (j == nullptr) break;
       try {
         launch(j);
+      } catch (const stack_exhausted& e) {
+        if (!e.held_elsewhere()) {
+          // No stack is in use, so none will come back: the job fails instead of vanishing.
+          j->fail(*this, std::current_exception());
+          fiber_finished();
+          continue;
+        }
+        // Accepted work is not dropped: the job goes back to the head of the queue and waits
+        // until a fiber ends and gives its stack back (main_wanted() is false meanwhile).
+        // Sleeping workers are woken to hand over the stacks in their caches (stack_pool::trim).
+        {
+          std::lock_guard<std::mutex> g(inject_mutex_);
+          j->next = inject_head_;
+          inject_head_ = j;
+          if (inject_tail_ == nullptr) inject_tail_ = j;
+          injected_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        wake_sleeper(index);
+        break;
       } catch (...) {
         // No fiber could be made (out of memory): the job fails instead of vanishing.
         j->fail(*this, std::current_exception());
@@ -493,8 +524,10 @@ const std::string& executor::name() const noexcept {
 }
 
 executor* executor::current() noexcept {
-  detail::pool* p = detail::tl_pool;
-  return p != nullptr ? p->owner() : nullptr;
+  // The fiber's record, not the thread: a worker thread also runs code outside its fibers
+  // (Asio handlers, its main loop), and that code is no fiber of the executor.
+  const detail::fiber_record* self = detail::current_record();
+  return self != nullptr ? self->owner.owner() : nullptr;
 }
 
 }  // namespace weft

@@ -10,6 +10,47 @@
 
 namespace weft::detail {
 
+namespace {
+
+// call_record is what an offloaded call runs as on its blocking thread: a record of its own,
+// as a fiber has, so that fiber_local values made in the call are the call's -- not the
+// thread's, which every call that runs there would share (one request reading the last one's
+// values) -- and go when it returns. Its context is the caller's, copied.
+class call_record final : public fiber_state {
+ public:
+  explicit call_record(offload_base& call) noexcept : owner_(call.owner) {
+    own.root = std::exchange(call.context, nullptr);
+  }
+  // A throwing destructor of the call's values goes where its caller's would.
+  void report_unhandled(std::exception_ptr e) noexcept override {
+    detail::report_unhandled(*owner_, std::move(e));
+  }
+
+ private:
+  pool* owner_;
+};
+
+// run_call() makes the call as its own record, then destroys the call's fiber_local values and
+// its context -- before the caller hears that it finished, so that it sees their effects.
+void run_call(offload_base& call) noexcept {
+  fiber_state* const thread_fiber = tl_fiber;
+  context_state* const thread_context = tl_context;
+  const node* const thread_root = tl_root;
+  {
+    call_record record(call);
+    tl_fiber = &record;
+    tl_context = record.current;
+    publish_root(record.own.root);
+    call.invoke();
+    record.end();  // while it is still the current record: destructors see its context
+  }
+  tl_fiber = thread_fiber;
+  tl_context = thread_context;
+  tl_root = thread_root;
+}
+
+}  // namespace
+
 blocking_pool::blocking_pool(unsigned max_threads, std::string name)
     : max_threads_(max_threads), name_(std::move(name)) {}
 
@@ -20,6 +61,27 @@ blocking_pool::~blocking_pool() {
 void blocking_pool::submit(offload_base* call) {
   join_exited();
   std::unique_lock<std::mutex> lk(mutex_);
+  // A thread that was told of a call but has not woken yet is still counted idle: compare the
+  // queue with the idle threads, so that a burst starts threads instead of piling up.
+  if (queued_ + 1 > idle_ && threads_ < max_threads_) {
+    // Everything that can fail comes before the call is queued: once queued, a thread may run
+    // it, so an exception from here on would leave it queued while its caller's frame goes.
+    try {
+      auto self = running_.emplace(running_.end());
+      try {
+        // The new thread touches `self` only under mutex_, which this thread holds until the
+        // handle is in place.
+        *self = std::thread([this, self] { thread_main(self); });
+      } catch (...) {
+        running_.erase(self);
+        throw;
+      }
+      ++threads_;
+    } catch (...) {
+      if (threads_ == 0) throw;  // no thread at all: nobody would ever run the call
+      // A busy thread will take it.
+    }
+  }
   call->next = nullptr;
   call->queued = true;
   if (tail_ != nullptr) {
@@ -30,27 +92,7 @@ void blocking_pool::submit(offload_base* call) {
   tail_ = call;
   ++queued_;
   queued_hint_.store(queued_, std::memory_order_release);
-  // A thread that was told of a call but has not woken yet is still counted idle: compare the
-  // queue with the idle threads, so that a burst starts threads instead of piling up.
-  if (queued_ <= idle_) {
-    work_.notify_one();
-    return;
-  }
-  if (threads_ >= max_threads_) return;  // it waits for a thread to be free
-  auto self = running_.emplace(running_.end());
-  try {
-    // The new thread touches `self` only under mutex_, which this thread holds until the
-    // handle is in place.
-    *self = std::thread([this, self] { thread_main(self); });
-    ++threads_;
-  } catch (...) {
-    running_.erase(self);
-    if (threads_ > 0) return;  // a busy thread will take it
-    // No thread at all: nobody will ever run the call.
-    lk.unlock();
-    withdraw(call);
-    throw;
-  }
+  if (queued_ <= idle_) work_.notify_one();
 }
 
 bool blocking_pool::withdraw(offload_base* call) noexcept {
@@ -88,9 +130,9 @@ void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
           work_.wait_for(lk, idle_exit, [this] { return head_ != nullptr || stopping_; });
       --idle_;
       if (!woken && !stopping_) {
-        // Idle too long: leave, and let the next submit() or stop() join this thread.
-        exited_.push_back(std::move(*self));
-        running_.erase(self);
+        // Idle too long: leave, and let the next submit() or stop() join this thread. Its
+        // list node moves over as it is: leaving needs no memory.
+        exited_.splice(exited_.end(), running_, self);
         --threads_;
         return;
       }
@@ -103,7 +145,7 @@ void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
     --queued_;
     queued_hint_.store(queued_, std::memory_order_release);
     lk.unlock();
-    call->invoke();
+    run_call(*call);
     {
       // After this block the call may be gone: its caller returns as soon as it sees finished.
       std::lock_guard<spinlock> g(call->lock);
@@ -116,11 +158,11 @@ void blocking_pool::thread_main(std::list<std::thread>::iterator self) {
 }
 
 void blocking_pool::join_exited() noexcept {
-  std::vector<std::thread> done;
+  std::list<std::thread> done;
   {
     std::lock_guard<std::mutex> g(mutex_);
     if (exited_.empty()) return;
-    done.swap(exited_);
+    done.splice(done.end(), exited_);
   }
   for (auto& t : done)
     t.join();
@@ -128,7 +170,7 @@ void blocking_pool::join_exited() noexcept {
 
 void blocking_pool::stop() noexcept {
   std::list<std::thread> running;
-  std::vector<std::thread> exited;
+  std::list<std::thread> exited;
   {
     std::lock_guard<std::mutex> g(mutex_);
     WEFT_ASSERT(head_ == nullptr, "a blocking pool stopped with offloaded calls queued");
@@ -153,11 +195,25 @@ unsigned blocking_pool::busy() const noexcept {
   return threads_ - idle_;
 }
 
+bool offload_from_fiber() {
+  if (current_record() != nullptr) return true;
+  refuse_wait_on_worker("offload()");
+  return false;
+}
+
 void run_offloaded(offload_base& call) {
   fiber_record* self = current_record();
   WEFT_ASSERT(self != nullptr, "offload() from a plain thread reached the blocking pool");
   blocking_pool& threads = self->owner.blocking;
-  threads.submit(&call);
+  call.owner = &self->owner;
+  call.context = current_root();
+  if (call.context != nullptr) retain(call.context);
+  try {
+    threads.submit(&call);
+  } catch (...) {
+    release(std::exchange(call.context, nullptr));
+    throw;
+  }
   auto finished = [&call] { return call.finished; };
   try {
     block(call.lock, call.waiters, finished, nullptr, true);
@@ -166,7 +222,10 @@ void run_offloaded(offload_base& call) {
     // Cancelled or out of time: before a thread took the call it is withdrawn and never runs;
     // after, it runs to the end and the caller sees its cancellation at its next
     // cancellation point.
-    if (threads.withdraw(&call)) throw;
+    if (threads.withdraw(&call)) {
+      release(std::exchange(call.context, nullptr));  // no thread took it over
+      throw;
+    }
   }
   block(call.lock, call.waiters, finished, nullptr, false);
 }

@@ -88,9 +88,11 @@ class pool {
   // orphan, stop the workers.
   void fiber_finished_last() noexcept;
 
-  // main_wanted() is true when a worker's main fiber has something to do.
+  // main_wanted() is true when a worker's main fiber has something to do: work submitted
+  // from outside -- unless it waits for a fiber stack to come back (stack_pool::starved) --
+  // or exit.
   bool main_wanted() const noexcept {
-    return injected_.load(std::memory_order_seq_cst) != 0 ||
+    return (injected_.load(std::memory_order_seq_cst) != 0 && !stacks.starved()) ||
            exiting_.load(std::memory_order_relaxed);
   }
   bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }

@@ -26,31 +26,25 @@ std::size_t round_up(std::size_t n, std::size_t to) noexcept {
   return (n + to - 1) / to * to;
 }
 
-// stack_exhausted is the bad_alloc of a stack that could not be mapped: its message names
-// the likely cause and the knob, with no allocation of its own.
-class stack_exhausted final : public std::bad_alloc {
- public:
-  explicit stack_exhausted(bool guarded, std::size_t carved) noexcept {
-    if (guarded) {
-      std::snprintf(message_, sizeof message_,
-                    "weft: cannot map a guarded fiber stack after %zu stacks: each guard region "
-                    "is a separate kernel mapping; raise vm.max_map_count (sysctl) or turn "
-                    "executor_options::guard_pages off",
-                    carved);
-    } else {
-      std::snprintf(message_, sizeof message_,
-                    "weft: cannot map fiber stacks after %zu stacks: out of address space or "
-                    "memory; lower executor_options::stack_size",
-                    carved);
-    }
-  }
-  const char* what() const noexcept override { return message_; }
-
- private:
-  char message_[256];
-};
-
 }  // namespace
+
+std::atomic<std::size_t> stack_limit_for_testing{static_cast<std::size_t>(-1)};
+
+stack_exhausted::stack_exhausted(bool guarded, std::size_t carved, bool held_elsewhere) noexcept
+    : held_elsewhere_(held_elsewhere) {
+  if (guarded) {
+    std::snprintf(message_, sizeof message_,
+                  "weft: cannot map a guarded fiber stack after %zu stacks: each guard region "
+                  "is a separate kernel mapping; raise vm.max_map_count (sysctl) or turn "
+                  "executor_options::guard_pages off",
+                  carved);
+  } else {
+    std::snprintf(message_, sizeof message_,
+                  "weft: cannot map fiber stacks after %zu stacks: out of address space or "
+                  "memory; lower executor_options::stack_size",
+                  carved);
+  }
+}
 
 stack_pool::stack_pool(std::size_t stack_size, std::size_t guard_size)
     : usable_(round_up(stack_size, page_size())),
@@ -67,6 +61,9 @@ stack_pool::~stack_pool() {
 }
 
 void* stack_pool::carve() {
+  if (carved_ >= stack_limit_for_testing.load(std::memory_order_relaxed)) {
+    throw stack_exhausted(guard_, carved_, false);
+  }
   if (next_ == end_) {
     // Slabs double from 8 stacks up to 256: small pools stay small, big ones map rarely.
     const std::size_t count =
@@ -75,14 +72,14 @@ void* stack_pool::carve() {
     slabs_.reserve(slabs_.size() + 1);
     void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (base == MAP_FAILED) throw stack_exhausted(guard_, carved_);
+    if (base == MAP_FAILED) throw stack_exhausted(guard_, carved_, false);
     slabs_.push_back({base, bytes});
     next_ = static_cast<char*>(base);
     end_ = next_ + bytes;
   }
   char* stack = next_;
   if (guard_ && ::mprotect(stack, guard_bytes_, PROT_NONE) != 0) {
-    throw stack_exhausted(true, carved_);
+    throw stack_exhausted(true, carved_, false);
   }
   // Room for every stack in either list, so that deallocate() never allocates.
   if (free_.capacity() <= carved_ || cold_.capacity() <= carved_) {
@@ -125,7 +122,15 @@ boost::context::stack_context stack_pool::allocate() {
       base = cold_.back();
       cold_.pop_back();
     } else {
-      base = carve();
+      try {
+        base = carve();
+      } catch (const stack_exhausted&) {
+        // Stacks in use come back when their fibers end: say so, and have the first one given
+        // back go where any worker finds it.
+        if (in_use_ == 0) throw;
+        starved_.store(true, std::memory_order_release);
+        throw stack_exhausted(guard_, carved_, true);
+      }
     }
     ++in_use_;
   }
@@ -134,6 +139,11 @@ boost::context::stack_context stack_pool::allocate() {
 
 void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
   void* base = static_cast<char*>(sctx.sp) - stride_;
+  // Work waits for a stack: not into this worker's cache, where only this worker would see it.
+  if (starved_.load(std::memory_order_relaxed)) [[unlikely]] {
+    give_back(base);
+    return;
+  }
   if (cache* c = tl_cache; c != nullptr && c->owner == this && c->count < std::size(c->stacks)) {
     c->stacks[c->count++] = base;
     return;
@@ -143,8 +153,9 @@ void stack_pool::deallocate(boost::context::stack_context& sctx) noexcept {
 
 void stack_pool::give_back(void* base) noexcept {
   std::lock_guard<spinlock> g(lock_);
-  free_.push_back(base);
+  free_.push_back(base);  // capacity reserved in carve()
   --in_use_;
+  starved_.store(false, std::memory_order_release);
 }
 
 void stack_pool::attach(cache& c) noexcept {
@@ -160,6 +171,13 @@ void stack_pool::detach(cache& c) noexcept {
 }
 
 bool stack_pool::trim(std::size_t batch) noexcept {
+  if (starved_.load(std::memory_order_relaxed)) [[unlikely]] {
+    // This worker goes idle holding stacks that the work waiting for one cannot reach.
+    if (cache* c = tl_cache; c != nullptr && c->owner == this) {
+      while (c->count != 0)
+        give_back(c->stacks[--c->count]);
+    }
+  }
   std::vector<void*> taken;
   {
     std::lock_guard<spinlock> g(lock_);

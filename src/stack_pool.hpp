@@ -12,8 +12,10 @@
 // region (see executor_options::guard_size).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include <boost/context/stack_context.hpp>
@@ -21,6 +23,26 @@
 #include <weft/detail/spinlock.hpp>
 
 namespace weft::detail {
+
+// stack_limit_for_testing is how many stacks one stack_pool may map before carving fails as if
+// the kernel refused the mapping (vm.max_map_count, address space). Tests lower it to
+// exercise exhaustion without exhausting the machine; unlimited otherwise.
+extern std::atomic<std::size_t> stack_limit_for_testing;
+
+// stack_exhausted is the bad_alloc of a stack that could not be mapped: its message names the
+// likely cause and the knob, with no allocation of its own.
+class stack_exhausted final : public std::bad_alloc {
+ public:
+  stack_exhausted(bool guarded, std::size_t carved, bool held_elsewhere) noexcept;
+  const char* what() const noexcept override { return message_; }
+  // held_elsewhere() is true when other stacks of the pool were in use: one comes back when its
+  // fiber ends (see stack_pool::starved()), so work that can wait for it should.
+  bool held_elsewhere() const noexcept { return held_elsewhere_; }
+
+ private:
+  bool held_elsewhere_;
+  char message_[256];
+};
 
 class stack_pool {
  public:
@@ -31,8 +53,16 @@ class stack_pool {
   stack_pool& operator=(const stack_pool&) = delete;
   ~stack_pool();
 
+  // allocate() throws stack_exhausted when no stack is free and none can be mapped (and
+  // std::bad_alloc when the pool's own bookkeeping cannot grow).
   boost::context::stack_context allocate();
   void deallocate(boost::context::stack_context& sctx) noexcept;
+
+  // starved() is true from a stack_exhausted with stacks held elsewhere until a stack is free
+  // again for whoever asks first: one given back by a fiber that ends (it then skips its
+  // worker's cache), or the cached ones of a worker about to sleep (trim()). Work waiting
+  // for a stack is retried once it turns false. Any thread.
+  bool starved() const noexcept { return starved_.load(std::memory_order_acquire); }
 
   // cache is one worker's own handful of stacks: most fibers start and end on the worker
   // they were spawned on, and these stacks change hands without the shared lock.
@@ -47,9 +77,10 @@ class stack_pool {
   void detach(cache& c) noexcept;
 
   // trim() gives back the pages of up to `batch` idle stacks beyond the hot ones, oldest
-  // first, and says whether more remain. Workers call it when they are about to sleep, a
-  // batch at a time, looking for work in between: the system calls then cost nothing the
-  // fibers would notice.
+  // first, and says whether more remain. While the pool is starved() it first hands the
+  // calling worker's cached stacks to the shared list, where the waiting work finds them. Workers
+  // call it when they are about to sleep, a batch at a time, looking for work in between: the
+  // system calls then cost nothing the fibers would notice.
   bool trim(std::size_t batch) noexcept;
 
   // for_each_top() calls f(top) with the top of every stack mapped so far, used or not. The
@@ -106,6 +137,7 @@ class stack_pool {
   char* end_ = nullptr;
   std::size_t in_use_ = 0;
   std::size_t carved_ = 0;
+  std::atomic<bool> starved_{false};  // set and cleared with lock_ held
 };
 
 // prepared_stack is the StackAllocator Boost.Fiber copies into each fiber: it hands over a

@@ -13,11 +13,16 @@ void throw_invalid_task() {
 }
 
 void task_base::wait() {
+  // A finished task needs no waiting, so its get() works anywhere (after ready(), say).
+  if (!finished.load(std::memory_order_acquire)) refuse_wait_on_worker("task::get()/wait()");
   block(
       lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
 }
 
 bool task_base::wait_until(clock::time_point deadline) {
+  if (!finished.load(std::memory_order_acquire)) {
+    refuse_wait_on_worker("task::wait_for()/wait_until()");
+  }
   if (deadline == clock::time_point::max()) {
     wait();
     return true;

@@ -84,7 +84,8 @@ detail::cancel_scope* caller_scope() noexcept {
 task_group::task_group() : task_group(current_or_throw()) {}
 
 task_group::task_group(executor& ex)
-    : pool_(ex.pool_.get()),
+    // Refused up front: the destructor waits for the children and cannot throw.
+    : pool_((detail::refuse_wait_on_worker("task_group"), ex.pool_.get())),
       state_(new detail::task_group_state(caller_scope())),
       uncaught_at_start_(std::uncaught_exceptions()) {}
 

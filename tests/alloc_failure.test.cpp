@@ -1,16 +1,20 @@
 // Fault injection: every allocation inside set() and reset() fails in turn, and the context
-// must be exactly as it was each time (the strong guarantee), with nothing leaked.
+// must be exactly as it was each time (the strong guarantee), with nothing leaked. The same for
+// the executor's paths -- spawn, post, offload: each failure reaches the caller as bad_alloc
+// (or, for work already accepted, its task or on_unhandled_exception), nothing runs twice or
+// after its caller gave up, and nothing terminates the process.
 // This file replaces the global operator new, so it is its own test program.
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
 
-#include <weft/context.hpp>
+#include <weft/weft.hpp>
 
 #include "test_support.hpp"
 
@@ -142,4 +146,170 @@ TEST_CASE("values stored in place: set() and reset() keep the context when a nod
     vars.push_back(std::make_unique<weft::context_var<long>>("n" + std::to_string(i)));
   weft::context ctx;
   ctx.run([&] { fail_each_allocation(vars, [](int i) { return long(i); }); });
+}
+
+namespace {
+
+// no_failures ends fault injection when it goes out of scope, however the scope is left.
+struct no_failures {
+  no_failures() = default;
+  no_failures(const no_failures&) = delete;
+  ~no_failures() { allowed = -1; }
+};
+
+// deeper() calls f a few frames further down the stack, so that its locals do not sit where an
+// earlier call's did (a dangling pointer to the earlier call's frame must not land on them).
+template <class F>
+int deeper(F& f) {
+  volatile char pad[2048];
+  pad[0] = 1;
+  const int r = f();
+  return r + pad[0] - 1;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "offload: each allocation failing in turn is a bad_alloc for the caller, and its call "
+    "never runs",
+    "[offload][alloc]") {
+  weft::executor_options o;
+  o.threads = 1;
+  o.blocking_threads = 2;
+  int failures = 0;
+  for (long k = 0; k < 64; ++k) {
+    // A fresh pool each time: the first call starts a blocking thread, where the allocations are.
+    weft::executor ex(o);
+    std::atomic<int> first_ran{0}, second_ran{0};
+    const int outcome = ex.run([&] {
+      no_failures guard;
+      allowed = k;
+      try {
+        const int r = weft::offload([&] {
+          ++first_ran;
+          return 7;
+        });
+        allowed = -1;
+        return r;
+      } catch (const std::bad_alloc&) {
+        allowed = -1;
+        return -1;
+      }
+    });
+    if (outcome == -1) ++failures;
+    // A second call, from another frame, after the first: it starts a thread if none runs.
+    const int second = ex.run([&] {
+      auto call = [&] {
+        return weft::offload([&] {
+          ++second_ran;
+          return 8;
+        });
+      };
+      return deeper(call);
+    });
+    ex.join();
+    INFO("allocation " << k << " failed");
+    CHECK(second == 8);
+    CHECK(second_ran == 1);
+    CHECK(first_ran == (outcome == 7 ? 1 : 0));  // a call that failed never ran, even later
+    if (outcome == 7 && k > 8) break;            // past the allocations of the call
+  }
+  CHECK(failures > 0);
+}
+
+TEST_CASE(
+    "spawn and post from outside: each allocation failing in turn is a bad_alloc or the "
+    "work runs once",
+    "[executor][alloc]") {
+  std::atomic<int> reported{0};
+  weft::executor_options o;
+  o.threads = 1;
+  o.on_unhandled_exception = [&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::bad_alloc&) {
+      ++reported;
+    }
+  };
+  int failures = 0;
+  for (long k = 0; k < 32; ++k) {
+    weft::executor ex(o);
+    const int reported_before = reported;
+    std::atomic<int> spawned_ran{0}, posted_ran{0};
+    bool spawn_refused = false, post_refused = false, task_failed = false;
+    {
+      no_failures guard;
+      allowed = k;
+      try {
+        auto t = ex.spawn([&] { return ++spawned_ran; });
+        try {
+          allowed = -1;
+          (void)t.get();
+        } catch (const std::bad_alloc&) {
+          task_failed = true;  // accepted, then no fiber could be made: the task says so
+        }
+      } catch (const std::bad_alloc&) {
+        spawn_refused = true;
+      }
+      allowed = k;
+      try {
+        ex.post([&] { ++posted_ran; });
+      } catch (const std::bad_alloc&) {
+        post_refused = true;
+      }
+      allowed = -1;
+    }
+    ex.join();
+    INFO("allocation " << k << " failed");
+    CHECK(spawned_ran == (spawn_refused || task_failed ? 0 : 1));
+    // Posted work either ran, or was refused by post(), or its failure was reported.
+    CHECK(posted_ran + (post_refused ? 1 : 0) + (reported - reported_before) <= 1);
+    CHECK((post_refused || posted_ran == 1 || reported > reported_before));
+    failures += (spawn_refused || task_failed) ? 1 : 0;
+    if (!spawn_refused && !task_failed && !post_refused && k > 8) break;
+  }
+  CHECK(failures > 0);
+}
+
+TEST_CASE(
+    "spawn from a fiber past a full ready queue: each allocation failing in turn is a "
+    "bad_alloc for the spawner",
+    "[executor][alloc]") {
+  // One worker and a parent that never yields: every child stays queued as ready. At each
+  // power of two from 1024 on (where a ring-shaped ready queue would have to grow), every
+  // allocation of a spawn fails in turn: queueing a fiber runs where nothing may throw, so it
+  // must not need memory at all.
+  weft::executor ex(1);
+  std::atomic<int> ran{0};
+  const int refused = ex.run([&] {
+    constexpr std::size_t kMost = 4096;
+    std::vector<weft::task<void>> kids;
+    kids.reserve(kMost + 1);
+    int failures = 0;
+    while (kids.size() <= kMost) {
+      const std::size_t n = kids.size();
+      if (n < 1024 || (n & (n - 1)) != 0) {
+        kids.push_back(weft::spawn([&] { ++ran; }));
+        continue;
+      }
+      for (long k = 0;; ++k) {
+        no_failures guard;
+        allowed = k;
+        try {
+          auto t = weft::spawn([&] { ++ran; });
+          allowed = -1;
+          kids.push_back(std::move(t));
+          break;
+        } catch (const std::bad_alloc&) {
+          ++failures;
+        }
+      }
+    }
+    const int expected = static_cast<int>(kids.size());
+    for (auto& t : kids)
+      t.get();
+    CHECK(ran == expected);
+    return failures;
+  });
+  CHECK(refused > 0);
 }

@@ -229,3 +229,87 @@ TEST_CASE("a scoped guard whose reset fails on a fiber is reported to the execut
   });
   CHECK(reported == 1);
 }
+
+// ---- work accepted when no fiber stack can be mapped (issue 22 #17) -----------------------
+
+namespace weft::detail {
+// The number of stacks an executor may map before mapping "fails" (test hook, stack_pool.cpp).
+extern std::atomic<std::size_t> stack_limit_for_testing;
+}  // namespace weft::detail
+
+namespace {
+
+// stack_limit makes every executor made while it exists fail to map more than n stacks, as
+// vm.max_map_count or an exhausted address space would.
+class stack_limit {
+ public:
+  explicit stack_limit(std::size_t n) { weft::detail::stack_limit_for_testing = n; }
+  stack_limit(const stack_limit&) = delete;
+  ~stack_limit() { weft::detail::stack_limit_for_testing = static_cast<std::size_t>(-1); }
+};
+
+}  // namespace
+
+TEST_CASE("work posted from outside waits for a free stack instead of being dropped",
+          "[lifetime][stacks]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  const stack_limit limit(8);
+  std::atomic<int> reported{0};
+  std::atomic<int> ran{0};
+  weft::executor_options o;
+  o.threads = threads;
+  o.stack_size = 16 * 1024;
+  o.on_unhandled_exception = [&](std::exception_ptr) { ++reported; };
+  weft::executor ex(o);
+  // Far more jobs than stacks, each holding its stack a while: most find none at first.
+  constexpr int kJobs = 200;
+  for (int i = 0; i < kJobs; ++i) {
+    ex.post([&] {
+      weft::this_fiber::sleep_for(2ms);
+      ++ran;
+    });
+  }
+  auto last = ex.spawn([] { return 5; });  // a task waits its turn the same way
+  CHECK(last.get() == 5);
+  ex.join();
+  CHECK(ran == kJobs);
+  CHECK(reported == 0);
+  CHECK(ex.stats().stacks <= 8);
+}
+
+TEST_CASE(
+    "with no stack to be had, spawn from a fiber throws bad_alloc and posted work fails "
+    "loudly",
+    "[lifetime][stacks]") {
+  std::atomic<int> reported{0};
+  weft::executor_options o;
+  o.threads = 2;
+  o.on_unhandled_exception = [&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::bad_alloc&) {
+      ++reported;
+    }
+  };
+  SECTION("a fiber spawning holds the only stack: the spawn is refused synchronously") {
+    const stack_limit limit(1);
+    weft::executor ex(o);
+    CHECK(ex.run([] {
+              try {
+                (void)weft::spawn([] {});
+              } catch (const std::bad_alloc& e) {
+                return std::string(e.what());
+              }
+              return std::string("spawned");
+            }).find("cannot map") != std::string::npos);
+  }
+  SECTION("no stack at all, none held by a fiber: nothing will free one, the work fails") {
+    const stack_limit limit(0);
+    weft::executor ex(o);
+    auto t = ex.spawn([] { return 1; });
+    CHECK_THROWS_AS(t.get(), std::bad_alloc);
+    ex.post([] {});
+    ex.join();  // returns: the failed work is not waiting for anything
+    CHECK(reported == 1);
+  }
+}

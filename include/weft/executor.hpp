@@ -72,6 +72,13 @@ pool* pool_of(executor& ex) noexcept;
 // report_unhandled() hands e to the pool's on_unhandled_exception.
 void report_unhandled(pool& owner, std::exception_ptr e) noexcept;
 
+// refuse_wait_on_worker() throws weft::error(would_deadlock) when the calling thread is a
+// worker of an executor but runs none of its fibers -- an Asio handler of io_context(ex), a
+// completion condition -- since a blocking wait there would hold the worker and every fiber
+// queued on it (with one worker: forever). `what` names the refused call. Elsewhere (a pool
+// fiber, a plain thread) it does nothing.
+void refuse_wait_on_worker(const char* what);
+
 // posted is the job of executor::post: a callable whose exception goes to the handler.
 template <class F, class... A>
 struct posted final : job {
@@ -120,6 +127,14 @@ class executor {
   // spawn() starts f(a...) on a new fiber and returns its task. Callable from any thread or
   // fiber; never blocks. Throws errc::executor_closed after shutdown() when called from
   // outside the pool (fibers of the pool may still spawn).
+  //
+  // Out of fiber stacks (none free and the kernel maps no more: vm.max_map_count with
+  // guard_pages, or address space): a spawn or post from one of the pool's own fibers -- which
+  // makes its fiber at once -- throws std::bad_alloc, saying which limit was hit. Work
+  // submitted from anywhere else is queued first; it waits in the queue until a fiber ends
+  // and gives a stack back, and is never dropped. Only when no stack at all is in use (none
+  // will come back) does it fail: its task rethrows the bad_alloc, a post()ed job's goes to
+  // on_unhandled_exception.
   template <class F, class... A>
   auto spawn(F&& f, A&&... a) -> task<detail::spawn_result_t<F, A...>> {
     using R = detail::spawn_result_t<F, A...>;
@@ -179,7 +194,13 @@ class executor {
   // name() is executor_options::name, or the "executor-<n>" given in its place.
   const std::string& name() const noexcept;
 
-  // current() is the executor of the calling fiber, or nullptr outside any pool.
+  // current() is the executor of the calling fiber, or nullptr where no fiber of weft runs:
+  // on plain threads, in offload()ed calls, and in code a worker thread runs outside its
+  // fibers -- an Asio handler of io_context(ex), for one. That is also the one rule for what
+  // may wait: a pool fiber's waits suspend it; a plain thread's block it; on a worker thread
+  // outside a fiber every blocking call (task get/wait, task_group, offload) throws
+  // weft::error(would_deadlock) instead of holding the worker -- spawn a fiber there
+  // (ex.spawn/post, which never wait) and wait in it.
   static executor* current() noexcept;
 
  private:

@@ -38,7 +38,8 @@ struct task_base : job {
   ~task_base() override;
 
   // wait() blocks until the fiber finished: it suspends a pool fiber (a cancellation point)
-  // and blocks a plain thread.
+  // and blocks a plain thread. On a worker thread outside a fiber (an Asio handler) it throws
+  // weft::error(would_deadlock) unless the fiber finished already (executor::current()).
   void wait();
   // wait_until() is wait() with a deadline; false if the deadline passed first.
   bool wait_until(std::chrono::steady_clock::time_point deadline);
@@ -111,7 +112,9 @@ class task {
 
   // get() waits, then returns the result or rethrows the fiber's exception. Once: the task
   // is no longer valid() afterwards. Suspends a pool fiber (a cancellation point), blocks a
-  // plain thread. Throws weft::error(invalid_task) on a task that is not valid().
+  // plain thread. Throws weft::error(invalid_task) on a task that is not valid(), and
+  // weft::error(would_deadlock) -- the task stays valid -- where waiting would hold a worker
+  // thread (an Asio handler; see executor::current()) and the fiber has not finished.
   R get() {
     check();
     state_->wait();

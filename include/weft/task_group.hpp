@@ -80,7 +80,9 @@ class task_group {
   // task_group() spawns on executor::current(); elsewhere throws errc::not_in_executor.
   // Its children can be cancelled with the group, and also by whatever cancels its creator.
   task_group();
-  // task_group(ex) spawns on ex; usable from plain threads too.
+  // task_group(ex) spawns on ex; usable from plain threads too. On a worker thread outside a
+  // fiber (an Asio handler) it throws weft::error(would_deadlock): its destructor would wait
+  // there (see executor::current()).
   explicit task_group(executor& ex);
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
