@@ -1,17 +1,22 @@
-// worker_pool: the main demo -- a pool serving a stream of jobs, each with its own context.
+// worker_pool: the main demo -- a pool of worker fibers serving a stream of jobs from a bounded
+// queue, each job with its own context and deadline.
 //
-// A plain thread submits jobs. Each job carries a job id and a tenant in context variables
-// and a deadline (weft::with_timeout around the post: the deadline travels with the job like
-// the context does). It fans out into sub-tasks with a task_group, and code deep inside reads
-// the job's values with .get() and checks its deadline, on whatever worker it runs. A
-// progress line with the pool's live counters (executor::stats()) goes to stderr; at the end a
-// summary shows throughput, work per worker, the jobs that ran out of time, and that no
-// sub-task ever saw another job's context. Shutdown loses nothing: every submitted job either
-// completes or runs out of time. While it runs, `kill -USR1 <pid>` prints every fiber with its
-// job id and tenant (weft::dump_on_signal); --dump-after-ms N prints one dump by itself.
+// A producer fiber puts jobs into a weft::channel of capacity --queue: when the workers fall
+// behind it waits (backpressure), but never past the job's deadline -- a job that cannot even
+// be queued in time counts as out of time, not as lost. --workers fibers take jobs from the
+// channel; each binds the job's id and tenant in context variables and runs it under the
+// job's deadline (counted from when the job was made, so time spent queued counts). A job
+// fans out into sub-tasks with a task_group, and code deep inside reads the job's values with
+// .get() and checks its deadline, on whatever worker thread it runs. A progress line with the
+// pool's live counters (executor::stats()) goes to stderr; at the end a summary shows
+// throughput, work per worker thread, the jobs that ran out of time, and that no sub-task ever
+// saw another job's context. Shutdown loses nothing: the producer closes the queue, the workers
+// drain it, and every job either completes or runs out of time. While it runs,
+// `kill -USR1 <pid>` prints every fiber with what it waits on ("channel jobs: recv") and its job
+// id and tenant (weft::dump_on_signal); --dump-after-ms N prints one dump by itself.
 //
 // Run: ./scripts/demo   or   ./build/examples/worker_pool --threads 4 --jobs 5000 --fanout 8
-//      ./build/examples/worker_pool --deadline-ms 50     (a queue that long: many run late)
+//      ./build/examples/worker_pool --deadline-ms 50     (workers that far behind: many late)
 #include <unistd.h>
 
 #include <csignal>
@@ -20,8 +25,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -43,17 +50,30 @@ struct options {
   long jobs = 20000;
   int fanout = 8;
   long deadline_ms = 10000;
+  long queue = 64;         // capacity of the job channel
+  long workers = 64;       // worker fibers taking jobs from it
   long dump_after_ms = 0;  // 0: no dump of its own
+};
+
+// job is what travels through the queue: the context and the deadline are bound by the worker
+// that takes it.
+struct job {
+  long id = 0;
+  const char* tenant = "";
+  clock_type::time_point deadline;
 };
 
 void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: worker_pool [--threads N] [--jobs N] [--fanout N] [--deadline-ms N]\n"
+               "                   [--queue N] [--workers N] [--dump-after-ms N]\n"
                "  --threads N      worker threads (default: the number of cores)\n"
                "  --jobs N         jobs to submit (default 20000)\n"
                "  --fanout N       sub-tasks per job, run in a task_group (default 8)\n"
-               "  --deadline-ms N  each job's deadline, counted from its submission\n"
-               "                   (default 10000)\n"
+               "  --deadline-ms N  each job's deadline, counted from its submission: queueing\n"
+               "                   and waiting in the queue count (default 10000)\n"
+               "  --queue N        capacity of the job queue, a weft::channel (default 64)\n"
+               "  --workers N      worker fibers taking jobs from the queue (default 64)\n"
                "  --dump-after-ms N  print every fiber (executor::dump()) to stdout N ms\n"
                "                   into the run\n"
                "\n"
@@ -84,6 +104,12 @@ options parse(int argc, char** argv) {
       ++i;
     } else if (a == "--deadline-ms") {
       o.deadline_ms = parse_count("--deadline-ms", value, 86400000);
+      ++i;
+    } else if (a == "--queue") {
+      o.queue = parse_count("--queue", value, 100000000);
+      ++i;
+    } else if (a == "--workers") {
+      o.workers = parse_count("--workers", value, 1000000);
       ++i;
     } else if (a == "--dump-after-ms") {
       o.dump_after_ms = parse_count("--dump-after-ms", value, 86400000);
@@ -131,15 +157,25 @@ void subtask(long expected_job, long item) {
 
 void run_job(int fanout) {
   const long id = job_id.get();
-  try {
-    weft::task_group parts;
-    for (int k = 0; k < fanout; ++k)
-      parts.spawn(subtask, id, id * fanout + k);
-    parts.wait();
-    ++jobs_done;
-  } catch (const weft::error& e) {
-    if (e.code() != weft::errc::deadline_exceeded) throw;
-    ++jobs_out_of_time;  // the group's other sub-tasks stopped at the deadline too
+  weft::task_group parts;
+  for (int k = 0; k < fanout; ++k)
+    parts.spawn(subtask, id, id * fanout + k);
+  parts.wait();
+}
+
+// worker() takes jobs until the queue is closed and drained. Each job runs in the job's own
+// context, under its deadline: the worker fiber itself is reused, its context is not.
+void worker(weft::channel<job>& queue, int fanout) {
+  while (std::optional<job> j = queue.recv()) {
+    auto id = job_id.scoped(j->id);
+    auto who = tenant.scoped(j->tenant);
+    try {
+      weft::with_deadline(j->deadline, run_job, fanout);
+      ++jobs_done;
+    } catch (const weft::error& e) {
+      if (e.code() != weft::errc::deadline_exceeded) throw;
+      ++jobs_out_of_time;  // the group's other sub-tasks stopped at the deadline too
+    }
   }
 }
 
@@ -198,14 +234,24 @@ int main(int argc, char** argv) {
   });
 
   static const char* const tenants[] = {"acme", "globex", "initech", "umbrella"};
-  for (long j = 0; j < o.jobs; ++j) {
-    // The submitting thread sets the job's context; post() snapshots it for the fiber.
-    auto id = job_id.scoped(j);
-    auto who = tenant.scoped(tenants[j % 4]);
-    // The job's deadline starts now, at submission, and goes with it into the pool.
-    weft::with_timeout(std::chrono::milliseconds(o.deadline_ms),
-                       [&] { pool.post(run_job, o.fanout); });
-  }
+  weft::channel<job> queue(static_cast<std::size_t>(o.queue), "jobs");
+  for (long w = 0; w < o.workers; ++w)
+    pool.post(worker, std::ref(queue), o.fanout);
+  // The producer: a fiber that makes the jobs and queues them, waiting while the queue is full
+  // -- but never past a job's own deadline.
+  pool.post([&] {
+    for (long j = 0; j < o.jobs; ++j) {
+      const job next{j, tenants[j % 4],
+                     clock_type::now() + std::chrono::milliseconds(o.deadline_ms)};
+      try {
+        weft::with_deadline(next.deadline, [&] { queue.send(next); });
+      } catch (const weft::error& e) {
+        if (e.code() != weft::errc::deadline_exceeded) throw;
+        ++jobs_out_of_time;  // could not even be queued in time
+      }
+    }
+    queue.close();  // the workers drain what is queued, then end
+  });
   pool.shutdown();  // no more submissions; everything accepted still runs
   pool.join();
   const double secs = std::chrono::duration<double>(clock_type::now() - start).count();

@@ -98,6 +98,8 @@ void handler_dropped(io_wait* w) noexcept {
 
 void wait_io(io_wait& w) {
   const io_wait_mark waiting;  // executor_stats::io_waiting
+  static const wait_label label{"I/O", nullptr, nullptr};
+  const wait_mark mark(label);
   try {
     block(
         w.lock, w.waiters, [&w] { return w.done; }, nullptr, true);

@@ -391,6 +391,8 @@ void pool::join() {
   }
   shutdown();
   // A fiber of another executor waiting here is suspended, not its worker thread blocked.
+  const wait_label label{"executor", &options_.name, "join"};
+  const wait_mark mark(label);
   block(
       idle_lock_, idle_waiters_, [this] { return live_.load(std::memory_order_seq_cst) == 0; },
       nullptr, false);

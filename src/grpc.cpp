@@ -157,6 +157,8 @@ class completion {
 
 // wait_for() waits until the call finished; cancellable, it throws as block() does.
 void wait_for(call_state& state, bool cancellable) {
+  static const detail::wait_label label{"gRPC call", nullptr, nullptr};
+  const detail::wait_mark mark(label);
   detail::block(
       state.lock, state.waiters, [&state] { return state.finished(); }, nullptr, cancellable);
 }

@@ -215,6 +215,8 @@ void run_offloaded(offload_base& call) {
     throw;
   }
   auto finished = [&call] { return call.finished; };
+  static const wait_label label{"offload", nullptr, nullptr};
+  const wait_mark mark(label);
   try {
     block(call.lock, call.waiters, finished, nullptr, true);
     return;

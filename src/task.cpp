@@ -12,9 +12,14 @@ void throw_invalid_task() {
               "weft: task has no fiber (default-constructed, moved-from, or get() was called)");
 }
 
+namespace {
+const wait_label task_label{"task", nullptr, "get"};
+}  // namespace
+
 void task_base::wait() {
   // A finished task needs no waiting, so its get() works anywhere (after ready(), say).
   if (!finished.load(std::memory_order_acquire)) refuse_wait_on_worker("task::get()/wait()");
+  const wait_mark mark(task_label);
   block(
       lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, nullptr, true);
 }
@@ -27,6 +32,7 @@ bool task_base::wait_until(clock::time_point deadline) {
     wait();
     return true;
   }
+  const wait_mark mark(task_label);
   return block(
       lock, waiters, [this] { return finished.load(std::memory_order_relaxed); }, &deadline, true);
 }

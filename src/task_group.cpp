@@ -89,8 +89,13 @@ task_group::task_group(executor& ex)
       state_(new detail::task_group_state(caller_scope())),
       uncaught_at_start_(std::uncaught_exceptions()) {}
 
+namespace {
+const detail::wait_label group_label{"task_group", nullptr, "wait"};
+}  // namespace
+
 task_group::~task_group() {
   if (std::uncaught_exceptions() > uncaught_at_start_) cancel();
+  const detail::wait_mark mark(group_label);
   detail::block(
       state_->lock, state_->waiters, [this] { return state_->pending == 0; }, nullptr, false);
   if (state_->first && !detail::out_of_time(state_->first, state_->scope)) {
@@ -114,6 +119,7 @@ void task_group::submit(detail::job* j) {
 }
 
 void task_group::wait() {
+  const detail::wait_mark mark(group_label);
   detail::block(
       state_->lock, state_->waiters, [this] { return state_->pending == 0; }, nullptr, true);
   std::exception_ptr e;

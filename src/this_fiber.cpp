@@ -9,6 +9,7 @@
 #include "cancel_scope.hpp"
 #include "fiber_record.hpp"
 #include "scheduler.hpp"
+#include "waiting.hpp"
 
 namespace weft::this_fiber {
 
@@ -50,6 +51,8 @@ void sleep_until_steady(std::chrono::steady_clock::time_point deadline) {
   using std::chrono::steady_clock;
   weft::detail::fiber_record* self = weft::detail::current_record();
   const bool forever = deadline == steady_clock::time_point::max();
+  static const weft::detail::wait_label label{"sleep", nullptr, nullptr};
+  const weft::detail::wait_mark mark(label);
   for (;;) {
     throw_if_cancelled();
     if (!forever && steady_clock::now() >= deadline) return;

@@ -67,7 +67,7 @@ wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) 
   fiber_record* self = current_record();
   const fiber_state* caller = tl_fiber;
   const cancel_scope* scope = cancellable && caller != nullptr ? caller->scope : nullptr;
-  if (self != nullptr) self->waiting_on = &g.label;
+  const wait_mark mark(g.label);
   wait_end why = wait_end::fired;
   for (;;) {
     if (g.fired_case() >= 0) {
@@ -85,7 +85,6 @@ wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) 
       static_cast<thread_waiter*>(g.who)->park(until, scope);
     }
   }
-  if (self != nullptr) self->waiting_on = nullptr;
   return why;
 }
 

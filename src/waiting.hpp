@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include <weft/detail/spinlock.hpp>
 
@@ -53,6 +54,24 @@ struct thread_waiter final : waiter {
     }
     woken.store(false, std::memory_order_relaxed);
   }
+};
+
+// wait_mark says what the calling pool fiber waits for while it exists (fiber_info::waiting_on);
+// on a plain thread it does nothing. The label must outlive it.
+class wait_mark {
+ public:
+  explicit wait_mark(const wait_label& l) noexcept : self_(current_record()) {
+    if (self_ != nullptr) previous_ = std::exchange(self_->waiting_on, &l);
+  }
+  ~wait_mark() {
+    if (self_ != nullptr) self_->waiting_on = previous_;
+  }
+  wait_mark(const wait_mark&) = delete;
+  wait_mark& operator=(const wait_mark&) = delete;
+
+ private:
+  fiber_record* self_;
+  const wait_label* previous_ = nullptr;
 };
 
 inline void link(waiter*& list, waiter* w) noexcept {

@@ -446,3 +446,88 @@ TEST_CASE("dump_on_signal refuses the signals of a synchronous fault, naming the
     CHECK(after.sa_handler == before.sa_handler);
   }
 }
+
+TEST_CASE("waiting_on names what each suspended fiber waits for", "[introspection]") {
+  weft::executor ex(2);
+  weft::channel<int> jobs(0, "jobs"), results(0, "results");
+  weft::channel<int> stop;
+  weft::mutex m("accounts");
+  weft::condition_variable cv("ready");
+  weft::semaphore slots(0, "slots");
+  test::gate release_offload;
+  m.lock();  // held by this thread: a fiber below waits for it
+  // One group holds every waiting fiber, so that cancelling it ends them all.
+  auto controller = ex.spawn([&] {
+    weft::task_group g;
+    g.spawn([&] { jobs.recv(); });
+    g.spawn([&] { results.send(1); });
+    g.spawn([&] {
+      weft::task_group inner;
+      inner.spawn([] { weft::this_fiber::sleep_for(1h); });
+      inner.wait();
+    });
+    g.spawn([&] {
+      std::optional<int> x;
+      weft::channel<int> other;
+      weft::select(weft::recv_case(other, x));
+    });
+    g.spawn([&] {
+      m.lock();
+      m.unlock();
+    });
+    g.spawn([&] {
+      weft::mutex own;
+      std::unique_lock<weft::mutex> lk(own);
+      cv.wait(lk, [] { return false; });
+    });
+    g.spawn([&] { slots.acquire(); });
+    g.spawn([&] { weft::this_fiber::sleep_for(1h); });
+    g.spawn([&] { weft::offload([&] { release_offload.wait(); }); });
+    g.spawn([&] { weft::spawn([] { weft::this_fiber::sleep_for(1h); }).get(); });
+    stop.recv();
+    g.cancel();
+    try {
+      g.wait();
+    } catch (...) {
+    }
+  });
+  const std::vector<std::string> expected = {"channel jobs: recv",
+                                             "channel results: send",
+                                             "select (1 case)",
+                                             "mutex accounts: lock",
+                                             "condition_variable ready: wait",
+                                             "semaphore slots: acquire",
+                                             "sleep",
+                                             "offload",
+                                             "task: get",
+                                             "task_group: wait",
+                                             "channel: recv"};
+  std::vector<std::string> seen;
+  bool stray = false;  // a fiber that is not suspended but says it waits
+  const bool all = test::eventually(
+      [&] {
+        seen.clear();
+        for (const weft::fiber_info& f : ex.fibers()) {
+          if (f.state == weft::fiber_state::suspended) {
+            seen.push_back(f.waiting_on);
+          } else if (!f.waiting_on.empty()) {
+            stray = true;
+          }
+        }
+        return std::all_of(expected.begin(), expected.end(), [&](const std::string& e) {
+          return std::find(seen.begin(), seen.end(), e) != seen.end();
+        });
+      },
+      std::chrono::seconds(20));
+  CAPTURE(seen);
+  REQUIRE(all);
+  CHECK_FALSE(stray);
+  std::ostringstream dump;
+  ex.dump(dump);
+  CHECK(dump.str().find("suspended (mutex accounts: lock)") != std::string::npos);
+  // Let everything go: the lock and the offloaded call are not cancellation points.
+  m.unlock();
+  release_offload.open();
+  stop.send(0);
+  controller.get();
+}
