@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdio>
+#include <mutex>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -29,6 +30,15 @@ std::size_t round_up(std::size_t n, std::size_t to) noexcept {
 }  // namespace
 
 std::atomic<std::size_t> stack_limit_for_testing{static_cast<std::size_t>(-1)};
+
+stack_pool* g_stack_pools = nullptr;
+
+namespace {
+std::mutex& stack_pools_lock() noexcept {
+  static std::mutex m;  // constexpr constructor: no static initialisation order to mind
+  return m;
+}
+}  // namespace
 
 stack_exhausted::stack_exhausted(bool guarded, std::size_t carved, bool held_elsewhere) noexcept
     : held_elsewhere_(held_elsewhere) {
@@ -51,9 +61,20 @@ stack_pool::stack_pool(std::size_t stack_size, std::size_t guard_size)
       guard_bytes_(guard_size == 0 ? 0 : round_up(guard_size, page_size())),
       stride_(usable_ + guard_bytes_),
       guard_(guard_size != 0),
-      hot_limit_(std::max<std::size_t>(64, (std::size_t{64} << 20) / stride_)) {}
+      hot_limit_(std::max<std::size_t>(64, (std::size_t{64} << 20) / stride_)) {
+  std::lock_guard<std::mutex> g(stack_pools_lock());
+  debug_next_ = g_stack_pools;
+  g_stack_pools = this;
+}
 
 stack_pool::~stack_pool() {
+  {
+    std::lock_guard<std::mutex> g(stack_pools_lock());
+    stack_pool** at = &g_stack_pools;
+    while (*at != this)
+      at = &(*at)->debug_next_;
+    *at = debug_next_;
+  }
   // The executor joined its threads first, and every fiber's stack came back with its context.
   assert(in_use_ == 0 && "a fiber stack outlived its executor");
   for (const slab& s : slabs_)

@@ -29,6 +29,14 @@ namespace weft::detail {
 // exercise exhaustion without exhausting the machine; unlimited otherwise.
 extern std::atomic<std::size_t> stack_limit_for_testing;
 
+class stack_pool;
+// g_stack_pools heads the list of every live stack_pool, linked through stack_pool::debug_next_
+// by the constructor and unlinked by the destructor, under a mutex of their own: a debugger
+// finds every fiber of the process from it, in a live process or in a core file (the gdb
+// extension, share/weft/gdb/weft.py, and docs/debugging.md). Nothing in weft reads it, and no
+// fiber or worker touches it: only executors being made and destroyed do.
+extern stack_pool* g_stack_pools;
+
 // stack_exhausted is the bad_alloc of a stack that could not be mapped: its message names the
 // likely cause and the knob, with no allocation of its own.
 class stack_exhausted final : public std::bad_alloc {
@@ -138,6 +146,7 @@ class stack_pool {
   std::size_t in_use_ = 0;
   std::size_t carved_ = 0;
   std::atomic<bool> starved_{false};  // set and cleared with lock_ held
+  stack_pool* debug_next_ = nullptr;  // the next in g_stack_pools
 };
 
 // prepared_stack is the StackAllocator Boost.Fiber copies into each fiber: it hands over a
