@@ -204,13 +204,12 @@ def var_registry():
     """The deque of var_entry {name, print} of src/var_registry.cpp, indexed by slot."""
     global _registry
     if _registry is None:
-        for expr in ("'weft::detail::(anonymous namespace)::the_registry()::r'",
-                     "'_ZZN4weft6detail12_GLOBAL__N_112the_registryEvE1r'"):
+        # The function's static (debug information), or else its linker symbol.
+        for expr in ("'weft::detail::(anonymous namespace)::the_registry'::r",
+                     "*(weft::detail::(anonymous namespace)::registry**)"
+                     "&'weft::detail::(anonymous namespace)::the_registry()::r'"):
             try:
-                r = gdb.parse_and_eval(expr)
-                if r.type.code != gdb.TYPE_CODE_PTR:
-                    r = r.cast(lookup_type("weft::detail::registry").pointer())
-                _registry = r
+                _registry = gdb.parse_and_eval(expr)
                 break
             except gdb.error:
                 continue
@@ -337,11 +336,35 @@ def thread_on_stack(fiber):
     return found
 
 
+def saved_fcontext(fiber):
+    """The saved stack pointer of a parked fiber: boost::fibers::context::c_.fctx_.
+
+    Debian's Boost has no debug information, and weft's has no definition of
+    boost::fibers::context (its key function is in libboost_fiber): then c_ is found as the word
+    after properties_, which points to the fiber's record (Boost 1.81 declares c_ right after
+    properties_, both one pointer wide)."""
+    ctx = fiber.record["ctx_"]
+    try:
+        return int(ctx["c_"]["fctx_"])
+    except gdb.error:
+        pass
+    record = int(fiber.record.cast(lookup_type("boost::fibers::fiber_properties").pointer()))
+    base = int(ctx)
+    for at in range(base, base + 1024, 8):
+        if u64(at) == record:
+            return u64(at + 8)
+    raise WeftError(f"weft: fiber {fiber.id}: its Boost.Fiber context does not point back to "
+                    "its record (not Boost 1.81's layout?)")
+
+
 def saved_registers(fiber):
     """{register: value} of a parked fiber, from its saved fcontext."""
-    fctx = int(fiber.record["ctx_"]["c_"]["fctx_"])
+    fctx = saved_fcontext(fiber)
     if fctx == 0:
         raise WeftError(f"weft: fiber {fiber.id} has no saved context (it is running)")
+    if not fiber.bottom <= fctx < fiber.top:
+        raise WeftError(f"weft: fiber {fiber.id}'s saved stack pointer {fctx:#x} is not in its "
+                        f"stack [{fiber.bottom:#x}, {fiber.top:#x})")
     regs = {name: u64(fctx + offset) for name, offset in SAVED}
     regs["rsp"] = fctx + FRAME_BYTES
     return fctx, regs
@@ -412,6 +435,18 @@ def backtrace_by_unwinder(fctx, regs, bt_args):
 
 # --- commands ---------------------------------------------------------------------------------
 
+class CxxLanguage:
+    """Names are C++ while a command runs, whatever the language of the selected frame (a
+    thread stopped in libc selects C, where `weft::detail::...` does not parse)."""
+
+    def __enter__(self):
+        self.saved = gdb.parameter("language")
+        gdb.execute("set language c++", to_string=True)
+
+    def __exit__(self, *exc):
+        gdb.execute("set language " + self.saved, to_string=True)
+
+
 class WeftCommand(gdb.Command):
     """weft fiber commands: weft fibers, weft bt ID."""
 
@@ -429,6 +464,10 @@ A running fiber shows the gdb thread it runs on; a parked one's stack is `weft b
         super().__init__("weft fibers", gdb.COMMAND_STACK)
 
     def invoke(self, arg, from_tty):
+        with CxxLanguage():
+            self.list()
+
+    def list(self):
         for name, fibers in executors():
             counts = {s: sum(f.state == s for f in fibers) for s in ("running", "ready",
                                                                      "suspended")}
@@ -467,6 +506,10 @@ and put back; in a core file an unwinder shows the fiber's frames."""
         super().__init__("weft bt", gdb.COMMAND_STACK)
 
     def invoke(self, arg, from_tty):
+        with CxxLanguage():
+            self.backtrace(arg)
+
+    def backtrace(self, arg):
         words = gdb.string_to_argv(arg)
         if not words or not words[0].isdigit():
             raise WeftError("usage: weft bt ID [EXECUTOR] [bt options]")
