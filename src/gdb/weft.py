@@ -370,6 +370,14 @@ def saved_registers(fiber):
     return fctx, regs
 
 
+class FrameId:
+    """A frame's identity for an unwinder (gdb 13 has no gdb.unwinder.FrameId)."""
+
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
 class FiberUnwinder(gdb.unwinder.Unwinder):
     """While armed: the selected thread's innermost frame is called by a parked fiber's frame."""
 
@@ -384,7 +392,8 @@ class FiberUnwinder(gdb.unwinder.Unwinder):
         pc = pending.read_register("rip")
         # The frame's stack address is the fiber's, below its caller's: gdb accepts the
         # caller as outer (a frame id on the thread's own stack could look inner to it).
-        info = pending.create_unwind_info(gdb.unwinder.FrameId(fctx, pc))
+        sp = gdb.Value(fctx).cast(pending.read_register("rsp").type)
+        info = pending.create_unwind_info(FrameId(sp, pc))
         for name, value in regs.items():
             info.add_saved_register(name, gdb.Value(value).cast(pending.read_register(name).type))
         return info
