@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 weft_packages=(libboost-fiber1.81-dev libboost-context1.81-dev meson ninja-build pkg-config
-               catch2 g++ libbenchmark-dev libspdlog-dev python3
+               catch2 g++ libbenchmark-dev libspdlog-dev python3 gdb
                libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
 
 ensure_packages() {
