@@ -129,6 +129,11 @@ void pingpong(weft::executor& ex, long n, const char* kind) {
   });
   a.get();
   b.get();
+  if (std::getenv("WEFT_BENCH_STATS") != nullptr) {
+    const weft::executor_stats st = ex.stats();
+    std::fprintf(stderr, "sleeps %llu steals %llu\n", static_cast<unsigned long long>(st.sleeps),
+                 static_cast<unsigned long long>(st.steals));
+  }
   std::printf("pingpong %s %.0f %.2f\n", kind, seconds_since(start) * 1e9 / double(n),
               double(hops.crossed.load()) / double(2 * n));
 }

@@ -120,16 +120,35 @@ void fiber_record::wake() noexcept {
   // running: park() sees woken_ before it suspends; parking: settle() sees it.
 }
 
-void fiber_record::requeue() noexcept {
+void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
+  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
+  woken_ = true;
+  if (park_ == park_state::parked) {
+    park_ = park_state::running;
+    lk.unlock();
+    requeue(&done);
+    return;
+  }
+  lk.unlock();
+  done.store(true, std::memory_order_release);
+}
+
+void fiber_record::requeue(std::atomic<bool>* done) noexcept {
   note_queued();
   slot.set_state(fiber_slot::ready);
+  boost::fibers::context* const ctx = ctx_;
+  worker_slot* const home = home_;
+  pool& p = owner;
+  // Not queued yet, the fiber cannot run: from here on only its context is touched, by the
+  // queue it joins.
+  if (done != nullptr) done->store(true, std::memory_order_release);
   worker_slot* here = tl_slot;
-  if (tl_pool == &owner && here != nullptr && here->algo != nullptr) {
+  if (tl_pool == &p && here != nullptr && here->algo != nullptr) {
     // A worker of the fiber's pool: the fiber runs here, where its waker's data is hot; an
     // I/O completion's fiber waits its turn behind the others (first come, first served).
-    here->algo->queue(ctx_, here->algo->in_reactor());
+    here->algo->queue(ctx, here->algo->in_reactor(), current_record() != nullptr);
   } else {
-    owner.queue_from_outside(*home_, ctx_);
+    p.queue_from_outside(*home, ctx);
   }
 }
 

@@ -29,6 +29,12 @@ struct waiter {
   waiter* next = nullptr;
   bool linked = false;
   virtual void wake() noexcept = 0;
+  // wake_releasing() is wake(), then done = true once the waker no longer touches the
+  // waiter (a channel's hand-over: the waiter leaves only then).
+  virtual void wake_releasing(std::atomic<bool>& done) noexcept {
+    wake();
+    done.store(true, std::memory_order_release);
+  }
 
  protected:
   ~waiter() = default;
@@ -118,6 +124,10 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
   // wake() ends a park(); callable from any thread.
   void wake() noexcept override;
+  // wake_releasing() sets done before it queues the fiber: a parked fiber cannot run, and so
+  // cannot leave its wait, until it is queued -- its waiter need not spin for a waker that is
+  // still busy waking a sleeping worker.
+  void wake_releasing(std::atomic<bool>& done) noexcept override;
 
   // note_on_cpu() / note_off_cpu() check that a fiber runs on one worker at a time.
 #if defined(WEFT_CHECKS)
@@ -189,7 +199,8 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
  private:
   // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
-  void requeue() noexcept;
+  // done, if given, is set once nothing of this record is touched any more.
+  void requeue(std::atomic<bool>* done = nullptr) noexcept;
 
   enum class park_state : unsigned char {
     running,  // on a worker (or queued after a wake)

@@ -97,8 +97,13 @@ void algorithm::settle_now() noexcept {
   std::exchange(parking_, nullptr)->settle(*this);
 }
 
-std::size_t push_ready(worker_slot& w, context* ctx, bool behind) noexcept {
+std::size_t push_ready(worker_slot& w, context* ctx, bool behind, bool run_next) noexcept {
   std::lock_guard<spinlock> g(w.lock);
+  // Only the fiber on top can be next; whatever goes on top now replaces the one before.
+  if (run_next || !behind) {
+    w.run_next = run_next ? ctx : nullptr;
+    w.has_run_next.store(run_next, std::memory_order_relaxed);
+  }
   if (behind) {
     w.ready.push_bottom(ctx);
     if (fiber_record* rec = record_of(ctx)) {
@@ -119,6 +124,10 @@ std::size_t push_ready(worker_slot& w, context* ctx, bool behind) noexcept {
 }
 
 void dequeued(worker_slot& w, context* ctx) noexcept {
+  if (ctx == w.run_next) {
+    w.run_next = nullptr;
+    w.has_run_next.store(false, std::memory_order_relaxed);
+  }
   if (fiber_record* rec = record_of(ctx)) {
     rec->note_dequeued();
     if (std::exchange(rec->queued_behind, false)) {
@@ -128,8 +137,8 @@ void dequeued(worker_slot& w, context* ctx) noexcept {
   }
 }
 
-void algorithm::queue(context* ctx, bool fifo) noexcept {
-  const std::size_t ready = push_ready(self_, ctx, fifo);
+void algorithm::queue(context* ctx, bool fifo, bool run_next) noexcept {
+  const std::size_t ready = push_ready(self_, ctx, fifo, run_next && !fifo && !in_reactor_);
   // A fiber woken by a completion this worker runs is taken by this worker as soon as the
   // handlers are done; a sleeper is woken for the second one on.
   if (in_reactor_ && ready == 1) return;
@@ -186,7 +195,8 @@ context* algorithm::steal_from(unsigned v, bool behind_only) noexcept {
   }
   std::lock_guard<spinlock> g(victim.lock);
   if (victim.ready.empty() ||
-      (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0)) {
+      (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0) ||
+      (!take_next_ && victim.ready.bottom() == victim.run_next)) {
     return nullptr;
   }
   context* c = victim.ready.pop_bottom();
@@ -254,6 +264,7 @@ context* algorithm::pick_next() noexcept {
     }
   }
   context* next = nullptr;
+  const bool may_take_next = std::exchange(take_next_, false);
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
   // has nothing local to do, and now and then regardless so a busy worker still takes some.
   const bool main_wanted = main_parked_ && running_ != main_ && pool_.main_wanted();
@@ -275,6 +286,8 @@ context* algorithm::pick_next() noexcept {
     main_parked_ = false;
     next = main_;
   } else if ((next = steal()) != nullptr) {
+    context::active()->attach(next);
+  } else if (may_take_next && (take_next_ = true, next = steal(), take_next_ = false, next)) {
     context::active()->attach(next);
   } else {
     next = dispatcher_;
@@ -358,7 +371,13 @@ bool algorithm::work_visible(bool everywhere) noexcept {
   rng_ = rng_ * 1664525u + 1013904223u;
   const unsigned start = rng_ % n;
   for (unsigned i = 0; i < looks; ++i) {
-    if (pool_.worker((start + i) % n).ready_size.load(std::memory_order_seq_cst) != 0) return true;
+    const worker_slot& w = pool_.worker((start + i) % n);
+    const std::size_t ready = w.ready_size.load(std::memory_order_seq_cst);
+    // While it spins, a worker leaves another's run_next fiber to that worker; about to
+    // sleep (everywhere), it counts it: a worker never sleeps while a fiber is ready.
+    if (ready > (!everywhere && w.has_run_next.load(std::memory_order_relaxed) ? 1u : 0u)) {
+      return true;
+    }
   }
   return false;
 }
@@ -389,6 +408,10 @@ void algorithm::suspend_until(
   while (pool_.stacks.trim(64)) {
     if (work_visible(false)) return;
   }
+  // Past its spin, a worker may take the fibers others left to run next: their owners did not
+  // get to them meanwhile. The next pick takes them instead of sleeping.
+  take_next_ = true;
+  if (work_visible(true)) return;
   // A sleeping worker holds none of the live count: join() must be able to see it reach 0.
   pool_.give_back_credit(self_);
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().

@@ -68,6 +68,7 @@ class ready_queue {
     --size_;
     return c;
   }
+  boost::fibers::context* bottom() noexcept { return &list_.front(); }
   boost::fibers::context* pop_bottom() noexcept {
     boost::fibers::context* c = &list_.front();
     list_.pop_front();
@@ -94,6 +95,12 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint32_t> progress{0};
   std::atomic<bool> sleeping{false};
   std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
+  // run_next is the fiber that a fiber running here woke last, on top of `ready`: the owner
+  // runs it next (Go's runnext), so a hand-over between two fibers stays on one worker.
+  // Idle workers leave it alone while they spin and take it only before they sleep (the
+  // owner may be computing). Written under lock; has_run_next is its lock-free hint.
+  boost::fibers::context* run_next = nullptr;
+  std::atomic<bool> has_run_next{false};
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
   bool notified = false;                   // guarded by sleep_mutex
@@ -136,7 +143,8 @@ struct alignas(64) worker_slot {
 // push_ready() queues the detached ctx on w -- at the bottom (behind the others) or the top
 // -- and returns how many fibers w has ready now; any thread. dequeued() is the bookkeeping
 // of every pop, with w.lock held.
-std::size_t push_ready(worker_slot& w, boost::fibers::context* ctx, bool behind) noexcept;
+std::size_t push_ready(worker_slot& w, boost::fibers::context* ctx, bool behind,
+                       bool run_next = false) noexcept;
 void dequeued(worker_slot& w, boost::fibers::context* ctx) noexcept;
 
 // io_wait_mark counts the calling pool fiber among the fibers waiting on I/O while it
@@ -178,7 +186,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
 
   // queue() makes a detached fiber ready on this worker: behind the others if fifo, else
   // next. Called on this worker's thread.
-  void queue(boost::fibers::context* ctx, bool fifo) noexcept;
+  // run_next: a fiber running here woke it (see worker_slot::run_next).
+  void queue(boost::fibers::context* ctx, bool fifo, bool run_next = false) noexcept;
   // in_reactor() is true while this thread runs the reactor's handlers.
   bool in_reactor() const noexcept { return in_reactor_; }
   worker_slot& slot() noexcept { return self_; }
@@ -199,6 +208,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   boost::fibers::context* steal() noexcept;
   // steal_from() takes victim's oldest ready fiber, if it has one (only one that waits
   // behind, if behind_only).
+  // The run_next fiber is taken only by a worker about to sleep (take_next_).
   boost::fibers::context* steal_from(unsigned victim, bool behind_only) noexcept;
   // look_for_stalls() notes a worker that has fibers waiting behind and has made no
   // dispatcher pass for kStallAfter (stalled_), and fires its expired deadlines; a busy
@@ -243,6 +253,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   unsigned ticks_ = 0;
   unsigned dispatches_ = 0;  // passes of the dispatcher through pick_next()
   bool in_reactor_ = false;  // this thread runs the reactor's handlers now
+  bool take_next_ = false;   // idle past its spin: may take other workers' run_next fibers
   unsigned rng_;
   fiber_record* parking_ = nullptr;  // parked here, not yet settled
   unsigned stalled_;                 // a stalled worker, or the pool's size if none

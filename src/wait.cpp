@@ -59,8 +59,7 @@ wait_group::wait_group(wait_label l) noexcept : label(l) {
 }
 
 void complete(wait_group& g) noexcept {
-  g.who->wake();
-  g.done.store(true, std::memory_order_release);
+  g.who->wake_releasing(g.done);
 }
 
 wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) {
