@@ -383,12 +383,12 @@ class FiberUnwinder(gdb.unwinder.Unwinder):
 
     def __init__(self):
         super().__init__("weft-fiber")
-        self.armed = None  # (saved stack pointer, {register: value})
+        self.armed = None  # (saved stack pointer, {register: value}, frame level)
 
     def __call__(self, pending):
-        if self.armed is None or pending.level() != 0:
+        if self.armed is None or pending.level() != self.armed[2]:
             return None
-        fctx, regs = self.armed
+        fctx, regs, _ = self.armed
         pc = pending.read_register("rip")
         # The frame's stack address is the fiber's, below its caller's: gdb accepts the
         # caller as outer (a frame id on the thread's own stack could look inner to it).
@@ -422,22 +422,27 @@ def backtrace_by_registers(regs, bt_args):
 
 
 def backtrace_by_unwinder(fctx, regs, bt_args):
-    """bt of the fiber through FiberUnwinder, with the thread's own frame #0 left out."""
-    _unwinder.armed = (fctx, regs)
+    """bt of the fiber through FiberUnwinder, with the thread's own frames left out."""
+    # The innermost real frame (gdb's inline-frame unwinder comes before Python unwinders:
+    # functions inlined into it are frames of their own, with lower levels).
+    level, frame = 0, gdb.newest_frame()
+    while frame.type() == gdb.INLINE_FRAME and frame.older() is not None:
+        level, frame = level + 1, frame.older()
+    _unwinder.armed = (fctx, regs, level)
     gdb.invalidate_cached_frames()
     try:
         text = gdb.execute("bt " + bt_args, to_string=True)
     finally:
         _unwinder.armed = None
         gdb.invalidate_cached_frames()
-    out, level = [], -1
+    out, at = [], -1
     for line in text.splitlines(keepends=True):
         m = re.match(r"#(\d+)(\s+)", line)
         if m:
-            level = int(m.group(1))
-            if level > 0:
-                line = "#%-*d" % (len(m.group(1)) + len(m.group(2)), level - 1) + line[m.end():]
-        if level != 0:
+            at = int(m.group(1))
+            if at > level:
+                line = "#%-*d" % (len(m.group(1)) + len(m.group(2)), at - level - 1) + line[m.end():]
+        if at > level:
             out.append(line)
     return "".join(out)
 
