@@ -15,6 +15,7 @@
 #include "park_timers.hpp"
 #include "pool.hpp"
 #include "scheduler.hpp"
+#include "tsan.hpp"
 
 namespace weft::detail {
 
@@ -53,9 +54,14 @@ fiber_record::fiber_record(pool& p, job* j, fiber_slot& s) noexcept
   is_pool_fiber = true;
   own.root = std::exchange(j->context, nullptr);
   scope = std::exchange(j->scope, nullptr);
+  tsan_fiber = tsan::create_fiber();
 }
 
 fiber_record::~fiber_record() {
+  // After the fiber's last switch away (algorithm::switch_to released this record), on
+  // whichever thread dropped Boost's last reference.
+  tsan::acquire(this);
+  tsan::destroy_fiber(tsan_fiber);
   release(scope);
 }
 

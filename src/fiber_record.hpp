@@ -188,6 +188,7 @@ class fiber_record final : public boost::fibers::fiber_properties,
   void* fake_stack = nullptr;          // the sanitizer's fake stack while the fiber is off-CPU
   const void* stack_bottom = nullptr;  // for sanitizer annotations
   std::size_t stack_size = 0;
+  void* tsan_fiber = nullptr;          // ThreadSanitizer's state of the fiber (tsan.hpp)
   fiber_record* scope_prev = nullptr;  // links among the fibers of the same cancel_scope
   fiber_record* scope_next = nullptr;
 

@@ -9,6 +9,7 @@
 
 #include "asan.hpp"
 #include "pool.hpp"
+#include "tsan.hpp"
 
 namespace weft::detail {
 
@@ -154,6 +155,7 @@ void algorithm::awakened(context* ctx) noexcept {
     asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, nullptr, 0);
     asan::finish_switch();
     take_over(active);
+    tsan::switch_to_raw();  // late, but before anything of `active` is checked
   }
   if (ctx->is_context(type::pinned_context)) {
     if (ctx->is_context(type::dispatcher_context)) {
@@ -321,7 +323,23 @@ context* algorithm::switch_to(context* next) noexcept {
     } else {  // a raw Boost fiber: a stack that is Boost's own
       asan::start_switch(outgoing_fake_stack(), &other_fake_stack_, nullptr, 0);
     }
+    fiber_record* const out = record_of(running_);
     take_over(next);
+    // ThreadSanitizer last: the bookkeeping above is the outgoing context's, and what runs
+    // after this is the incoming one's (a synchronizing switch orders the two). An ending
+    // fiber's record and stack are destroyed by whoever drops Boost's last reference to it,
+    // possibly on another thread, through Boost's uninstrumented reference count:
+    // ~fiber_record acquires what this releases.
+    if (out != nullptr && out->ending) tsan::release(out);
+    if (rec != nullptr) {
+      tsan::switch_to_fiber(rec->tsan_fiber);
+    } else if (next == main_) {
+      tsan::switch_to_main();
+    } else if (next->is_context(type::dispatcher_context)) {
+      tsan::switch_to_dispatcher();
+    } else {
+      tsan::switch_to_raw();
+    }
   }
   return next;
 }
@@ -525,6 +543,7 @@ algorithm::~algorithm() {
   // sanitizer we are back on the thread's own stack.
   asan::start_switch(&other_fake_stack_, &main_fake_stack_, main_stack_bottom_, main_stack_size_);
   asan::finish_switch();
+  tsan::thread_ends();
   self_.algo = nullptr;
 }
 
