@@ -189,7 +189,7 @@ context* algorithm::take_local() noexcept {
   return c;
 }
 
-context* algorithm::steal_from(unsigned v, bool behind_only) noexcept {
+context* algorithm::steal_from(unsigned v, bool behind_only, bool take_run_next) noexcept {
   worker_slot& victim = pool_.worker(v);
   if ((behind_only ? std::size_t{victim.waiting_behind.load(std::memory_order_relaxed)}
                    : victim.ready_size.load(std::memory_order_relaxed)) == 0) {
@@ -198,7 +198,7 @@ context* algorithm::steal_from(unsigned v, bool behind_only) noexcept {
   std::lock_guard<spinlock> g(victim.lock);
   if (victim.ready.empty() ||
       (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0) ||
-      (!take_next_ && victim.ready.bottom() == victim.run_next)) {
+      (!take_run_next && victim.ready.bottom() == victim.run_next)) {
     return nullptr;
   }
   context* c = victim.ready.pop_bottom();
@@ -266,7 +266,6 @@ context* algorithm::pick_next() noexcept {
     }
   }
   context* next = nullptr;
-  const bool may_take_next = std::exchange(take_next_, false);
   // The main fiber turns work submitted from outside into fibers. It runs when this worker
   // has nothing local to do, and now and then regardless so a busy worker still takes some.
   const bool main_wanted = main_parked_ && running_ != main_ && pool_.main_wanted();
@@ -282,6 +281,9 @@ context* algorithm::pick_next() noexcept {
   } else if (stalled_ != pool_.size() && (next = steal_from(stalled_, true)) != nullptr) {
     // A stalled worker's fibers go first: they have waited longest.
     context::active()->attach(next);
+  } else if (stolen_next_ != nullptr) {
+    next = std::exchange(stolen_next_, nullptr);
+    context::active()->attach(next);
   } else if ((next = take_local()) != nullptr) {
     context::active()->attach(next);
   } else if (main_wanted) {
@@ -289,10 +291,12 @@ context* algorithm::pick_next() noexcept {
     next = main_;
   } else if ((next = steal()) != nullptr) {
     context::active()->attach(next);
-  } else if (may_take_next && (take_next_ = true, next = steal(), take_next_ = false, next)) {
-    context::active()->attach(next);
   } else {
     next = dispatcher_;
+  }
+  if (next != running_) {
+    self_.switches.store(self_.switches.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
   }
   if (next == dispatcher_ && next != nullptr) {
     // The dispatcher is about to drain Boost's remote-ready queue.
@@ -400,6 +404,27 @@ bool algorithm::work_visible(bool everywhere) noexcept {
   return false;
 }
 
+void algorithm::note_run_next() noexcept {
+  run_next_seen_count_ = 0;
+  const unsigned n = pool_.size();
+  for (unsigned v = 0; v < n && run_next_seen_count_ < run_next_seen_.size(); ++v) {
+    const worker_slot& w = pool_.worker(v);
+    if (v != index_ && w.has_run_next.load(std::memory_order_relaxed)) {
+      run_next_seen_[run_next_seen_count_++] = {v, w.switches.load(std::memory_order_relaxed)};
+    }
+  }
+}
+
+context* algorithm::take_stuck_run_next() noexcept {
+  for (unsigned i = 0; i < run_next_seen_count_; ++i) {
+    const run_next_seen& seen = run_next_seen_[i];
+    const worker_slot& w = pool_.worker(seen.worker);
+    if (w.switches.load(std::memory_order_relaxed) != seen.switches) continue;
+    if (context* c = steal_from(seen.worker, false, true)) return c;
+  }
+  return nullptr;
+}
+
 void algorithm::fire_timers() noexcept {
   const auto earliest = self_.timers.earliest();
   if (earliest == std::chrono::steady_clock::time_point::max()) return;
@@ -417,6 +442,7 @@ void algorithm::suspend_until(
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
   // a few microseconds on this VM, that doubled the system calls of a lone timer wait).
   if (poll_reactor_until_work()) return;
+  note_run_next();
   for (unsigned i = 0; i < kIdleSpins; ++i) {
     if (work_visible(false)) return;
     spin_pause();
@@ -426,10 +452,9 @@ void algorithm::suspend_until(
   while (pool_.stacks.trim(64)) {
     if (work_visible(false)) return;
   }
-  // Past its spin, a worker may take the fibers others left to run next: their owners did not
-  // get to them meanwhile. The next pick takes them instead of sleeping.
-  take_next_ = true;
-  if (work_visible(true)) return;
+  // Past its spin: a fiber another worker left to run next while it has not switched since
+  // the spin began is taken (that worker computes); the next pick runs it.
+  if ((stolen_next_ = take_stuck_run_next()) != nullptr) return;
   // A sleeping worker holds none of the live count: join() must be able to see it reach 0.
   pool_.give_back_credit(self_);
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().

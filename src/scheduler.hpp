@@ -21,6 +21,7 @@
 // every worker thread: waking a worker never touches a Boost scheduler that may be gone.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -101,6 +102,9 @@ struct alignas(64) worker_slot {
   // owner may be computing). Written under lock; has_run_next is its lock-free hint.
   boost::fibers::context* run_next = nullptr;
   std::atomic<bool> has_run_next{false};
+  // Fibers this worker switched to (written by it only): a worker whose count does not move
+  // while another spins is computing, and its run_next fiber is taken.
+  std::atomic<std::uint32_t> switches{0};
   std::mutex sleep_mutex;
   std::condition_variable sleep_cv;
   bool notified = false;                   // guarded by sleep_mutex
@@ -208,8 +212,14 @@ class algorithm final : public boost::fibers::algo::algorithm {
   boost::fibers::context* steal() noexcept;
   // steal_from() takes victim's oldest ready fiber, if it has one (only one that waits
   // behind, if behind_only).
-  // The run_next fiber is taken only by a worker about to sleep (take_next_).
-  boost::fibers::context* steal_from(unsigned victim, bool behind_only) noexcept;
+  // take_run_next makes the victim's run_next fiber fair game too.
+  boost::fibers::context* steal_from(unsigned victim, bool behind_only,
+                                     bool take_run_next = false) noexcept;
+  // note_run_next() remembers, as an idle spin starts, which workers have a run_next fiber
+  // and how many switches they made; take_stuck_run_next() takes one of those fibers whose
+  // worker has not switched since (it computes).
+  void note_run_next() noexcept;
+  boost::fibers::context* take_stuck_run_next() noexcept;
   // look_for_stalls() notes a worker that has fibers waiting behind and has made no
   // dispatcher pass for kStallAfter (stalled_), and fires its expired deadlines; a busy
   // worker looks every kPollEvery passes.
@@ -253,7 +263,14 @@ class algorithm final : public boost::fibers::algo::algorithm {
   unsigned ticks_ = 0;
   unsigned dispatches_ = 0;  // passes of the dispatcher through pick_next()
   bool in_reactor_ = false;  // this thread runs the reactor's handlers now
-  bool take_next_ = false;   // idle past its spin: may take other workers' run_next fibers
+  struct run_next_seen {
+    unsigned worker;
+    std::uint32_t switches;
+  };
+  // note_run_next()'s record: a few workers are enough (no allocation on this path).
+  std::array<run_next_seen, 8> run_next_seen_{};
+  unsigned run_next_seen_count_ = 0;
+  boost::fibers::context* stolen_next_ = nullptr;  // taken by take_stuck_run_next(), runs next
   unsigned rng_;
   fiber_record* parking_ = nullptr;  // parked here, not yet settled
   unsigned stalled_;                 // a stalled worker, or the pool's size if none
