@@ -347,3 +347,30 @@ TEST_CASE("values are destroyed with the channel and never leak", "[channel]") {
   }
   CHECK(test::counted_value::alive == 0);
 }
+
+TEST_CASE("a receiver woken by a fiber that then computes runs on another worker meanwhile",
+          "[channel]") {
+  // The woken fiber is the waker's worker's run_next; an idle worker must take it when that
+  // worker does not get to it (liveness: no worker sleeps while a fiber is ready).
+  weft::executor ex(2);
+  weft::channel<int> ch(0, "handoff");
+  std::atomic<bool> computing{false}, stop{false};
+  auto receiver = ex.spawn([&] {
+    ch.recv();
+    const bool overlapped = computing.load();  // the sender still computes
+    stop = true;
+    return overlapped;
+  });
+  REQUIRE(eventually([&] { return parked_on(ex, "channel handoff: recv"); }));
+  auto sender = ex.spawn([&] {
+    ch.send(1);  // the receiver waits: this hands the value over and wakes it
+    computing = true;
+    // Compute without a pause until the receiver ran, or 20 s (the failure).
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (!stop.load() && std::chrono::steady_clock::now() < until) {
+    }
+    computing = false;
+  });
+  CHECK(receiver.get());
+  sender.get();
+}
