@@ -234,7 +234,9 @@ TEST_CASE("many executors side by side, and twenty in a row", "[executor]") {
     std::vector<weft::task<int>> tasks;
     for (int i = 0; i < 6; ++i) {
       tasks.push_back(pools[i]->spawn([i, &pools] {
-        CHECK(weft::executor::current() == pools[i].get());
+        // Not CHECK()ed here: Catch's assertions are not thread-safe, and these fibers run at
+        // once on six executors (a ThreadSanitizer build reports it).
+        if (weft::executor::current() != pools[i].get()) return -1;
         return weft::spawn([i] { return i * 10; }).get();
       }));
     }
