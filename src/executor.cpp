@@ -414,6 +414,13 @@ void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) 
   if (has_sleepers()) wake_sleeper(size());
 }
 
+void pool::queue_to_run_next(worker_slot& target, boost::fibers::context* ctx) noexcept {
+  push_ready(target, ctx, false, true);
+  // The target is likely busy and runs it at its next switch; if it computes instead, an idle
+  // worker takes it (algorithm::take_stuck_run_next), and one must be awake to.
+  if (has_sleepers()) wake_sleeper(size());
+}
+
 void pool::wake_sleeper(unsigned except) noexcept {
   const unsigned n = size();
   // The watcher last: woken for work, it would leave the watch and wake another to take it.

@@ -122,8 +122,16 @@ void fiber_record::wake() noexcept {
     // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
     // leave its wait (park_timers' own, for a deadline).
     requeue();
+    return;
   }
   // running: park() sees woken_ before it suspends; parking: settle() sees it.
+  note_waker();
+}
+
+void fiber_record::note_waker() noexcept {
+  if (park_ == park_state::parking && tl_pool == &owner && current_record() != nullptr) {
+    waker_ = tl_slot;
+  }
 }
 
 void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
@@ -135,6 +143,7 @@ void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
     requeue(&done);
     return;
   }
+  note_waker();
   lk.unlock();
   done.store(true, std::memory_order_release);
 }
@@ -168,8 +177,16 @@ void fiber_record::settle(algorithm& here) noexcept {
     return;
   }
   park_ = park_state::running;
+  worker_slot* const to = std::exchange(waker_, nullptr);
   lk.unlock();
-  requeue();  // on `here`: this runs on its thread
+  if (to == nullptr || to == &here.slot()) {
+    requeue();  // on `here`: this runs on its thread
+    return;
+  }
+  // To the worker whose fiber woke it, to run next there.
+  note_queued();
+  slot.set_state(fiber_slot::ready);
+  owner.queue_to_run_next(*to, ctx_);
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
@@ -179,6 +196,7 @@ void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   if (!woken_ && !(cancellable && is_cancelled(scope))) {
     park_ = park_state::parking;
+    waker_ = nullptr;
     lk.unlock();
     // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
     // while it may still be on-CPU.

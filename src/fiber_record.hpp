@@ -199,6 +199,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   park_timers* timer_home = nullptr;
 
  private:
+  // note_waker() records the calling worker as waker_ if a fiber of the pool running there
+  // wakes this one while it parks; under park_lock_.
+  void note_waker() noexcept;
   // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
   // done, if given, is set once nothing of this record is touched any more.
   void requeue(std::atomic<bool>* done = nullptr) noexcept;
@@ -212,6 +215,10 @@ class fiber_record final : public boost::fibers::fiber_properties,
   bool woken_ = false;
   park_state park_ = park_state::running;
   worker_slot* home_ = nullptr;  // the worker it parked on: woken from outside, it goes there
+  // A worker whose running fiber woke it while it was still parking: settle() queues it there
+  // (to run next) rather than where it parked, so two fibers that wake each other faster
+  // than their workers settle them still end up on one worker.
+  worker_slot* waker_ = nullptr;
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};
   std::atomic<bool> queued_{false};

@@ -102,6 +102,9 @@ class pool {
   // is not one of this pool's workers (an offload thread, a plain thread), and wakes a
   // sleeping worker to take it.
   void queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept;
+  // queue_to_run_next() makes a detached fiber the run_next of worker `target` (another
+  // worker of this pool, whose running fiber woke it), from any of the pool's workers.
+  void queue_to_run_next(worker_slot& target, boost::fibers::context* ctx) noexcept;
   // wake_sleeper() wakes one sleeping worker other than `except` (if any sleeps).
   void wake_sleeper(unsigned except) noexcept;
   bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_seq_cst) != 0; }
