@@ -111,14 +111,45 @@ for name, label in (("go", "Go 1.19 goroutines"), ("tbb", "oneTBB task_group (st
         rows.append((f"skynet 1M, 2 threads: weft / {label}", f"{med(sky_w):.3g} s",
                      f"{med(peer):.3g} s {name} ({spread(peer)})",
                      f"{med(sky_w) / med(peer):.2f}x", "report", ""))
-pp = {k: whole(f"pingpong_{k}.txt", 2) for k in ("weft", "boost", "go")}
-if pp["weft"]:
-    crossed = whole("pingpong_weft.txt", 3)
-    others = ", ".join(f"{med(pp[k]):.3g} ns {label}" for k, label in
-                       (("boost", "raw Boost (a fiber per thread)"), ("go", "Go")) if pp[k])
-    rows.append(("ping-pong round trip, two fibers, 2 workers (share of hops across threads)",
-                 f"{med(pp['weft']):.3g} ns ({spread(pp['weft'])}; {med(crossed):.0%} across)",
-                 others, "", "report", ""))
+# Channels, select, mutex: weft's primitives / Go (GOMAXPROCS=2), with the same program on
+# Boost.Fiber's primitives (in the same weft executor) as the third column.
+def chan(mode, kind):
+    return whole(f"chan_{mode}_{kind}.txt", 2)
+
+
+def chan_row(label, mode, unit, limit, lower_is_better, extra=""):
+    w, b, g = chan(mode, "weft"), chan(mode, "boost"), chan(mode, "go")
+    if not w:
+        return
+    cols = [f"{med(v):.3g} {unit} {name} ({spread(v)})" for v, name in ((g, "Go"), (b, "Boost"))
+            if v]
+    if not g:
+        rows.append((label, f"{med(w):.3g} {unit} ({spread(w)}){extra}", ", ".join(cols), "",
+                     "report", ""))
+        return
+    r = med(w) / med(g)
+    met = r <= limit if lower_is_better else r >= limit
+    if b:  # never slower than Boost's primitives
+        met = met and (med(w) <= med(b) if lower_is_better else med(w) >= med(b))
+    target = f"{'<=' if lower_is_better else '>='} {limit}x Go" if limit else "report"
+    rows.append((label, f"{med(w):.3g} {unit} ({spread(w)}){extra}", ", ".join(cols),
+                 f"{r:.2f}x", target, ("yes" if met else "NO") if limit else ""))
+
+
+pp = chan("pingpong", "weft")
+if pp:
+    crossed = whole("chan_pingpong_weft.txt", 3)
+    worst = max(pp) / med(pp)
+    chan_row("channel ping-pong round trip, unbuffered, 2 workers (slowest/median; hops across "
+             "threads)", "pingpong", "ns", 0.7, True,
+             f"; slowest {worst:.2f}x median{' (NO: > 2x)' if worst > 2 else ''}; "
+             f"{med(crossed):.0%} across")
+chan_row("4 producers x 4 consumers, one channel of capacity 1024: messages/s", "mpmc", "msg/s",
+         1.3, False)
+chan_row("worker pool: 1 producer, 100 workers, capacity 64, ~1 us/job: jobs/s", "pool", "jobs/s",
+         1.2, False)
+chan_row("100 fibers on one mutex: ns per lock+unlock", "mutex", "ns", 0.9, True)
+chan_row("select over 4 fed unbuffered channels: ns per value", "select", "ns", 0, True)
 scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:
