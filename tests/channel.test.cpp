@@ -45,26 +45,6 @@ void on_each(F body) {
   }
 }
 
-// eventually() polls cond with weft's sleep, so that it also works on a pool fiber (the
-// fibers it waits for may need that fiber's worker).
-template <class Cond>
-bool eventually(Cond cond) {
-  const auto end = std::chrono::steady_clock::now() + 30s;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    weft::this_fiber::sleep_for(1ms);
-  }
-  return true;
-}
-
-// parked_on() is true once some fiber of ex waits with that label.
-bool parked_on(const weft::executor& ex, const std::string& label) {
-  for (const weft::fiber_info& f : ex.fibers()) {
-    if (f.state == weft::fiber_state::suspended && f.waiting_on == label) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("an unbuffered channel hands each value from a sender to a receiver", "[channel]") {
@@ -95,7 +75,7 @@ TEST_CASE("an unbuffered send waits until a receiver took the value", "[channel]
     ch.send(7);
     sent = true;
   });
-  REQUIRE(eventually([&] { return parked_on(ex, "channel handoff: send"); }));
+  REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel handoff: send"); }));
   CHECK_FALSE(sent.load());
   CHECK(ch.size() == 0);
   CHECK(ch.recv() == 7);
@@ -130,7 +110,7 @@ TEST_CASE("waiting senders are served in the order they started waiting", "[chan
   for (int i = 0; i < 5; ++i) {
     senders.push_back(ex.spawn([&ch, i] { ch.send(i); }));
     // Each one waits before the next starts: their order is the order of the waits.
-    REQUIRE(eventually([&] {
+    REQUIRE(test::eventually_here([&] {
       int n = 0;
       for (const auto& f : ex.fibers())
         n += f.waiting_on == "channel order: send";
@@ -153,8 +133,8 @@ TEST_CASE(
     auto blocked_sender = ex.spawn([&] { return code_of([&] { ch.send(3); }); });
     weft::channel<int> empty;
     auto blocked_receiver = ex.spawn([&] { return empty.recv(); });
-    REQUIRE(eventually([&] { return parked_on(ex, "channel c: send"); }));
-    REQUIRE(eventually([&] { return parked_on(ex, "channel: recv"); }));
+    REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel c: send"); }));
+    REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel: recv"); }));
     ch.close();
     ch.close();  // idempotent
     empty.close();
@@ -182,12 +162,12 @@ TEST_CASE("try_send and try_recv never wait and leave the value untouched when t
   CHECK_FALSE(ch.try_recv().has_value());
   // Go's rule: on an unbuffered channel they pair with a waiting partner.
   auto receiver = ex.spawn([&] { return ch.recv(); });
-  REQUIRE(eventually([&] { return parked_on(ex, "channel u: recv"); }));
+  REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel u: recv"); }));
   CHECK(ch.try_send(std::move(v)));
   CHECK(v == nullptr);
   CHECK(**receiver.get() == 5);
   auto sender = ex.spawn([&] { ch.send(std::make_unique<int>(9)); });
-  REQUIRE(eventually([&] { return parked_on(ex, "channel u: send"); }));
+  REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel u: send"); }));
   auto got = ch.try_recv();
   REQUIRE(got.has_value());
   CHECK(**got == 9);
@@ -232,7 +212,7 @@ TEST_CASE("a cancelled task group ends its children's channel waits", "[channel]
         }
       });
     }
-    while (!parked_on(ex, "channel jobs: recv"))
+    while (!test::parked_on(ex, "channel jobs: recv"))
       weft::this_fiber::sleep_for(1ms);
     g.cancel();
     g.wait();
@@ -325,7 +305,7 @@ TEST_CASE("dump() names the channel and the operation a fiber waits on", "[chann
   weft::executor ex(1);
   weft::channel<int> jobs(0, "jobs");
   auto r = ex.spawn([&] { return jobs.recv(); });
-  REQUIRE(eventually([&] { return parked_on(ex, "channel jobs: recv"); }));
+  REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel jobs: recv"); }));
   std::ostringstream out;
   ex.dump(out);
   CHECK(out.str().find("suspended (channel jobs: recv)") != std::string::npos);
@@ -361,7 +341,7 @@ TEST_CASE("a receiver woken by a fiber that then computes runs on another worker
     stop = true;
     return overlapped;
   });
-  REQUIRE(eventually([&] { return parked_on(ex, "channel handoff: recv"); }));
+  REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel handoff: recv"); }));
   auto sender = ex.spawn([&] {
     ch.send(1);  // the receiver waits: this hands the value over and wakes it
     computing = true;

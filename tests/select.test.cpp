@@ -22,13 +22,6 @@ constexpr int kClosed = static_cast<int>(errc::channel_closed);
 constexpr int kDeadline = static_cast<int>(errc::deadline_exceeded);
 constexpr int kInvalid = static_cast<int>(errc::invalid_argument);
 
-bool parked_on(const weft::executor& ex, const std::string& label) {
-  for (const weft::fiber_info& f : ex.fibers()) {
-    if (f.state == weft::fiber_state::suspended && f.waiting_on == label) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("select takes exactly one ready case and reports which", "[select]") {
@@ -91,7 +84,7 @@ TEST_CASE("a waiting select is woken by whichever channel is ready first", "[sel
         weft::select(weft::recv_case(a, x), weft::recv_case(b, x), weft::send_case(out, s));
     return std::make_pair(i, x);
   });
-  REQUIRE(test::eventually([&] { return parked_on(ex, "select (3 cases)"); }));
+  REQUIRE(test::eventually([&] { return test::parked_on(ex, "select (3 cases)"); }));
   b.send(5);
   auto [index, value] = sel.get();
   CHECK(index == 1);
@@ -109,7 +102,7 @@ TEST_CASE("the same channel may appear in several cases of one select", "[select
     const std::size_t i = weft::select(weft::recv_case(ch, x), weft::recv_case(ch, y));
     return (i == 0 ? x : y).value_or(-1);
   });
-  REQUIRE(test::eventually([&] { return parked_on(ex, "select (2 cases)"); }));
+  REQUIRE(test::eventually([&] { return test::parked_on(ex, "select (2 cases)"); }));
   ch.send(8);
   CHECK(sel.get() == 8);
   CHECK_FALSE(ch.try_send(9));  // the second case was withdrawn too
@@ -128,7 +121,7 @@ TEST_CASE("select on closed channels: recv fires with nullopt, send throws", "[s
   weft::executor ex(1);
   weft::channel<int> c(0, "c");
   auto waiting = ex.spawn([&] { return code_of([&] { weft::select(weft::send_case(c, 1)); }); });
-  REQUIRE(test::eventually([&] { return parked_on(ex, "select (1 case)"); }));
+  REQUIRE(test::eventually([&] { return test::parked_on(ex, "select (1 case)"); }));
   c.close();
   CHECK(waiting.get() == kClosed);
 }

@@ -29,14 +29,6 @@ constexpr int kInvalid = static_cast<int>(errc::invalid_argument);
 constexpr int kDeadline = static_cast<int>(errc::deadline_exceeded);
 constexpr int kCancelled = static_cast<int>(errc::cancelled);
 
-bool parked_on(const weft::executor& ex, const std::string& label, int count = 1) {
-  int n = 0;
-  for (const weft::fiber_info& f : ex.fibers()) {
-    n += f.state == weft::fiber_state::suspended && f.waiting_on == label;
-  }
-  return n >= count;
-}
-
 }  // namespace
 
 TEST_CASE("a weft::mutex excludes while its holders yield and migrate between workers", "[sync]") {
@@ -117,7 +109,7 @@ TEST_CASE("try_lock_for gives up at its timeout; lock is not a cancellation poin
     });
     return weft::this_fiber::cancellation_requested();
   });
-  REQUIRE(test::eventually([&] { return parked_on(ex, "mutex busy: lock"); }));
+  REQUIRE(test::eventually([&] { return test::parked_on(ex, "mutex busy: lock"); }));
   std::this_thread::sleep_for(30ms);
   m.unlock();
   CHECK_FALSE(waiter.get());  // the deadline scope is over once with_timeout returned
@@ -160,7 +152,8 @@ TEST_CASE("condition_variable: wait, notify_one, notify_all, timeouts", "[sync]"
       return value;
     }));
   }
-  REQUIRE(test::eventually([&] { return parked_on(ex, "condition_variable ready: wait", 3); }));
+  REQUIRE(
+      test::eventually([&] { return test::parked_on(ex, "condition_variable ready: wait", 3); }));
   {
     std::lock_guard<weft::mutex> lk(m);
     value = 4;
@@ -179,7 +172,7 @@ TEST_CASE("condition_variable: wait, notify_one, notify_all, timeouts", "[sync]"
     std::unique_lock<weft::mutex> lk(m);
     return cv.wait_for(lk, 30s, [&] { return flag; });
   });
-  REQUIRE(test::eventually([&] { return parked_on(ex, "condition_variable ready: wait"); }));
+  REQUIRE(test::eventually([&] { return test::parked_on(ex, "condition_variable ready: wait"); }));
   {
     std::lock_guard<weft::mutex> lk(m);
     flag = true;
@@ -289,7 +282,8 @@ TEST_CASE("semaphore: counting, FIFO waiters, misuse", "[sync]") {
       std::lock_guard<weft::mutex> lk(om);
       order.push_back(i);
     }));
-    REQUIRE(test::eventually([&] { return parked_on(ex, "semaphore slots: acquire", i + 1); }));
+    REQUIRE(
+        test::eventually([&] { return test::parked_on(ex, "semaphore slots: acquire", i + 1); }));
   }
   for (int i = 0; i < 4; ++i) {
     s.release();

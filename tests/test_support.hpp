@@ -10,6 +10,8 @@
 #include <utility>
 
 #include <weft/error.hpp>
+#include <weft/executor.hpp>
+#include <weft/this_fiber.hpp>
 
 namespace test {
 
@@ -73,6 +75,28 @@ bool eventually(Cond cond, std::chrono::seconds limit = std::chrono::seconds(30)
   while (!cond()) {
     if (std::chrono::steady_clock::now() > end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// parked_on() is true when at least `count` fibers of ex are suspended waiting on `label`
+// (fiber_info::waiting_on, e.g. "channel jobs: recv").
+inline bool parked_on(const weft::executor& ex, const std::string& label, int count = 1) {
+  int n = 0;
+  for (const weft::fiber_info& f : ex.fibers()) {
+    n += f.state == weft::fiber_state::suspended && f.waiting_on == label;
+  }
+  return n >= count;
+}
+
+// eventually_here() is eventually() for callers that may be pool fibers: it sleeps with weft's
+// sleep, so the fibers it waits for can run on the caller's worker meanwhile.
+template <class Cond>
+bool eventually_here(Cond cond, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    weft::this_fiber::sleep_for(std::chrono::milliseconds(1));
   }
   return true;
 }
