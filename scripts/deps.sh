@@ -3,7 +3,7 @@
 
 weft_packages=(libboost-fiber1.81-dev libboost-context1.81-dev meson ninja-build pkg-config
                catch2 g++ libbenchmark-dev libspdlog-dev python3 gdb
-               libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
+               libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc cmake)
 
 ensure_packages() {
   local missing=()
