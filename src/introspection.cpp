@@ -19,6 +19,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <weft/fiber_local.hpp>
+
 #include "cancel_scope.hpp"
 #include "pool.hpp"
 #include "var_registry.hpp"
@@ -97,80 +99,109 @@ void pool::wait_unpinned(const fiber_slot& slot) const noexcept {
   }
 }
 
+namespace {
+// printing_listing is set while the calling fiber (or thread) prints the values of a listing:
+// a listing started from a value's operator<< would print that value again, and so on
+// without end. It is refused instead (see fibers()).
+fiber_local<bool> printing_listing;
+
+struct printing_mark {
+  bool& flag;
+  explicit printing_mark(bool& f) noexcept : flag(f) { flag = true; }
+  ~printing_mark() { flag = false; }
+  printing_mark(const printing_mark&) = delete;
+  printing_mark& operator=(const printing_mark&) = delete;
+};
+}  // namespace
+
 std::vector<fiber_info> pool::fibers() const {
-  std::lock_guard<std::mutex> one_listing(inspect_mutex_);
-  const fiber_record* self = current_record();
-  const fiber_slot* self_slot = self != nullptr && &self->owner == this ? &self->slot : nullptr;
-
-  // Every stack that has a fiber now; later ones are not listed.
-  std::vector<fiber_slot*> pending;
-  stacks.for_each_top([&](char* top) {
-    auto* s = reinterpret_cast<fiber_slot*>(top - sizeof(fiber_slot));
-    if (s->get_state() != fiber_slot::free) pending.push_back(s);
-  });
-
+  bool& printing = printing_listing.get();
+  if (printing) {
+    throw error(errc::would_deadlock,
+                "weft: executor::fibers()/dump() called from a context value's operator<< "
+                "while it is printed for a listing: the new listing would print it again, "
+                "without end");
+  }
   std::vector<seen> found;
-  found.reserve(pending.size());
-  std::unordered_map<const fiber_slot*, std::uint64_t> running;  // slot -> id seen running
-  for (int round = 0; !pending.empty(); ++round) {
-    if (round > 0) std::this_thread::sleep_for(kRunningPause);
-    std::vector<fiber_slot*> still_running;
-    for (std::size_t at = 0; at < pending.size(); at += kPins) {
-      const unsigned n = static_cast<unsigned>(std::min<std::size_t>(kPins, pending.size() - at));
-      // Release: what this listing did before (the retain() of an earlier batch's snapshots)
-      // happens-before a worker that sees the pin and then the fiber's refs == 1 in bind().
-      for (unsigned i = 0; i < n; ++i)
-        pins_[i].store(pending[at + i], std::memory_order_release);
-      pinning_.store(n, std::memory_order_release);
-      const bool handshake = asymmetric_fence::heavy();
-      for (unsigned i = 0; i < n; ++i) {
-        fiber_slot* s = pending[at + i];
-        seen f{s, {}, weft::fiber_state::running};
-        const fiber_slot::state_t state = s->get_state();
-        // A slot whose identity is being rewritten gets its fiber only now: not listed.
-        if (state != fiber_slot::free && s->read(f.who)) {
-          auto earlier = running.find(s);
-          if (earlier != running.end() && earlier->second != f.who.id) {
-            // The fiber seen running ended meanwhile; another one took its stack.
-          } else if (s == self_slot) {
-            read(*self, f);
-            found.push_back(f);
-          } else if (state == fiber_slot::running || !handshake) {
-            running.emplace(s, f.who.id);
-            still_running.push_back(s);
-          } else {
-            // Pinned and not running: nothing changes the fiber's context now.
-            f.state = public_state(state);
-            const fiber_record& r = *record_below(s);
-            read(r, f);
-            // The label and the object it names live while the fiber waits; it cannot
-            // stop waiting while pinned.
-            if (state == fiber_slot::suspended && r.waiting_on != nullptr) {
-              try {
-                f.waiting_on = describe(*r.waiting_on);
-              } catch (...) {  // out of memory: listed without it, the pins must go
+  // Pinning and reading: one listing at a time. This part runs no user code and never
+  // suspends; a fiber that waits for it suspends (inspect_mutex_ is a weft::mutex), so no
+  // worker thread is blocked behind a listing, and printing below holds no lock.
+  {
+    std::lock_guard<weft::mutex> one_listing(inspect_mutex_);
+    const fiber_record* self = current_record();
+    const fiber_slot* self_slot = self != nullptr && &self->owner == this ? &self->slot : nullptr;
+
+    // Every stack that has a fiber now; later ones are not listed.
+    std::vector<fiber_slot*> pending;
+    stacks.for_each_top([&](char* top) {
+      auto* s = reinterpret_cast<fiber_slot*>(top - sizeof(fiber_slot));
+      if (s->get_state() != fiber_slot::free) pending.push_back(s);
+    });
+
+    found.reserve(pending.size());
+    std::unordered_map<const fiber_slot*, std::uint64_t> running;  // slot -> id seen running
+    for (int round = 0; !pending.empty(); ++round) {
+      if (round > 0) std::this_thread::sleep_for(kRunningPause);
+      std::vector<fiber_slot*> still_running;
+      for (std::size_t at = 0; at < pending.size(); at += kPins) {
+        const unsigned n = static_cast<unsigned>(std::min<std::size_t>(kPins, pending.size() - at));
+        // Release: what this listing did before (the retain() of an earlier batch's snapshots)
+        // happens-before a worker that sees the pin and then the fiber's refs == 1 in bind().
+        for (unsigned i = 0; i < n; ++i)
+          pins_[i].store(pending[at + i], std::memory_order_release);
+        pinning_.store(n, std::memory_order_release);
+        const bool handshake = asymmetric_fence::heavy();
+        for (unsigned i = 0; i < n; ++i) {
+          fiber_slot* s = pending[at + i];
+          seen f{s, {}, weft::fiber_state::running};
+          const fiber_slot::state_t state = s->get_state();
+          // A slot whose identity is being rewritten gets its fiber only now: not listed.
+          if (state != fiber_slot::free && s->read(f.who)) {
+            auto earlier = running.find(s);
+            if (earlier != running.end() && earlier->second != f.who.id) {
+              // The fiber seen running ended meanwhile; another one took its stack.
+            } else if (s == self_slot) {
+              read(*self, f);
+              found.push_back(f);
+            } else if (state == fiber_slot::running || !handshake) {
+              running.emplace(s, f.who.id);
+              still_running.push_back(s);
+            } else {
+              // Pinned and not running: nothing changes the fiber's context now.
+              f.state = public_state(state);
+              const fiber_record& r = *record_below(s);
+              read(r, f);
+              // The label and the object it names live while the fiber waits; it cannot
+              // stop waiting while pinned.
+              if (state == fiber_slot::suspended && r.waiting_on != nullptr) {
+                try {
+                  f.waiting_on = describe(*r.waiting_on);
+                } catch (...) {  // out of memory: listed without it, the pins must go
+                }
               }
+              found.push_back(std::move(f));
             }
-            found.push_back(std::move(f));
           }
+          pins_[i].store(nullptr, std::memory_order_release);
         }
-        pins_[i].store(nullptr, std::memory_order_release);
+        pinning_.store(0, std::memory_order_release);
       }
-      pinning_.store(0, std::memory_order_release);
-    }
-    pending.swap(still_running);
-    if (round + 1 == kRunningRetries) {
-      // Still running after all this time (a fiber that computes without a pause): listed
-      // without its context, from the identity read when it was last seen.
-      for (fiber_slot* s : pending) {
-        seen f{s, {}, weft::fiber_state::running};
-        if (s->read(f.who) && f.who.id == running[s]) found.push_back(f);
+      pending.swap(still_running);
+      if (round + 1 == kRunningRetries) {
+        // Still running after all this time (a fiber that computes without a pause): listed
+        // without its context, from the identity read when it was last seen.
+        for (fiber_slot* s : pending) {
+          seen f{s, {}, weft::fiber_state::running};
+          if (s->read(f.who) && f.who.id == running[s]) found.push_back(f);
+        }
+        break;
       }
-      break;
     }
   }
 
-  // Outside the pins: values are printed (user code) and the references dropped.
+  // Outside the lock and the pins: values are printed (user code, which may suspend the
+  // calling fiber) and the references dropped.
+  const printing_mark mark(printing);
   const std::int64_t now = coarse_now();
   std::vector<fiber_info> result;
   result.reserve(found.size());

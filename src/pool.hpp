@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <weft/executor.hpp>
+#include <weft/sync.hpp>
 
 #include "asymmetric_fence.hpp"
 #include "blocking_pool.hpp"
@@ -259,7 +260,10 @@ class pool {
   static constexpr unsigned kPins = 64;
   alignas(64) mutable std::atomic<unsigned> pinning_{0};  // pins_[0, pinning_) are in use
   mutable std::atomic<const fiber_slot*> pins_[kPins] = {};
-  mutable std::mutex inspect_mutex_;  // one listing at a time
+  // One listing pins at a time. A weft::mutex: a fiber that waits for a listing in progress
+  // suspends, its worker runs other fibers. Held only while pinning, which runs no user code
+  // and never suspends (values are printed after it is released).
+  mutable weft::mutex inspect_mutex_{"fibers() listing"};
 };
 
 // tl_pool is the pool whose worker the calling thread is, or nullptr.

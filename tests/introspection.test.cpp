@@ -531,3 +531,105 @@ TEST_CASE("waiting_on names what each suspended fiber waits for", "[introspectio
   stop.send(0);
   controller.get();
 }
+
+namespace {
+// napping prints itself only after a 1 ms sleep: an operator<< that suspends the fiber that
+// prints it (a printer that logs, locks a weft::mutex, ...).
+struct napping {
+  int x = 0;
+};
+std::ostream& operator<<(std::ostream& out, const napping& n) {
+  weft::this_fiber::sleep_for(1ms);
+  return out << "napping(" << n.x << ')';
+}
+weft::context_var<napping> napper("intro.napper");
+
+// relisting's operator<< lists the fibers of *listed (or says what that refused with).
+struct relisting {
+  weft::executor* listed = nullptr;
+};
+std::ostream& operator<<(std::ostream& out, const relisting& r) {
+  try {
+    std::ostringstream inner;
+    r.listed->dump(inner);
+    return out << "listed";
+  } catch (const weft::error& e) {
+    return out << "refused:" << (e.code() == weft::errc::would_deadlock ? "would_deadlock" : "?");
+  }
+}
+weft::context_var<relisting> relister("intro.relister");
+
+// finishes_within() runs f on a detached thread and says whether it returned in time. A hang
+// is reported, then the process ends: the hung executor could not be joined.
+template <class F>
+void finishes_within(std::chrono::seconds limit, const char* what, F f) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread([done, f = std::move(f)]() mutable {
+    f();
+    done->store(true);
+  }).detach();
+  if (!eventually([&] { return done->load(); }, limit)) {
+    FAIL_CHECK(what);
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+}
+}  // namespace
+
+TEST_CASE("dump() from fibers on one worker whose context values suspend while printing ends",
+          "[introspection]") {
+  // Two fibers on a single worker, each listing while its own value's operator<< suspends it:
+  // the other one's listing must not block the worker (a listing printed its values under a
+  // std::mutex, and the second fiber blocked the only thread on it: 3 of 3 hung).
+  std::string last;
+  finishes_within(60s, "two fibers dumping with values that suspend hung the worker", [&] {
+    weft::executor ex{1};
+    auto dumper = [&ex](int id) {
+      auto v = napper.scoped(napping{id});
+      std::string out;
+      for (int round = 0; round < 5; ++round) {
+        std::ostringstream s;
+        ex.dump(s);
+        out = s.str();
+      }
+      return out;
+    };
+    auto a = ex.spawn(dumper, 1);
+    auto b = ex.spawn(dumper, 2);
+    a.get();
+    last = b.get();
+  });
+  CHECK(last.find("intro.napper=napping(1)") != std::string::npos);
+  CHECK(last.find("intro.napper=napping(2)") != std::string::npos);
+}
+
+TEST_CASE("fibers() called from a context value's operator<< is refused, not a deadlock",
+          "[introspection]") {
+  // A printer that lists fibers again would list itself again, without end: the nested call
+  // throws errc::would_deadlock (documented in docs/introspection.md). From a fiber and from a
+  // plain thread; the outer listing completes.
+  std::string from_fiber;
+  std::string from_thread;
+  finishes_within(60s, "a dump() from inside operator<< hung", [&] {
+    weft::executor ex{1};
+    from_fiber = ex.run([&ex] {
+      auto v = relister.scoped(relisting{&ex});
+      std::ostringstream s;
+      ex.dump(s);
+      return s.str();
+    });
+    weft::channel<int> stop(0, "stop");
+    auto holder = ex.spawn([&] {
+      auto v = relister.scoped(relisting{&ex});
+      stop.recv();
+    });
+    REQUIRE(eventually([&] { return test::parked_on(ex, "channel stop: recv"); }));
+    std::ostringstream s;
+    ex.dump(s);
+    from_thread = s.str();
+    stop.send(0);
+    holder.get();
+  });
+  CHECK(from_fiber.find("intro.relister=refused:would_deadlock") != std::string::npos);
+  CHECK(from_thread.find("intro.relister=refused:would_deadlock") != std::string::npos);
+}
