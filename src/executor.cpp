@@ -116,7 +116,6 @@ pool::pool(executor& ex, executor_options options)
     for (unsigned i = 0; i < options_.threads; ++i) {
       workers_.push_back(std::make_unique<worker_slot>());
       workers_.back()->index = i;
-      workers_.back()->seen.resize(options_.threads);
     }
     threads_.reserve(options_.threads);
     for (unsigned i = 0; i < options_.threads; ++i) {

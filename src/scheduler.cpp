@@ -42,6 +42,9 @@ constexpr unsigned kIdleSpins = 256;
 // starting and idling quadratic in the number of workers); it scans them all once before it
 // sleeps.
 constexpr unsigned kSpinVictims = 4;
+// Going idle, a worker notes the run_next fibers of at most this many workers (all of a pool
+// this small or smaller).
+constexpr unsigned kRunNextLooks = 64;
 
 fiber_record* record_of(context* ctx) noexcept {
   return static_cast<fiber_record*>(ctx->get_properties());
@@ -226,17 +229,19 @@ void algorithm::look_for_stalls() noexcept {
   stalled_ = n;
   if (n < 2) return;
   const auto now = std::chrono::steady_clock::now();
+  const auto now_us = static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count());
   const unsigned looks = std::min(n - 1, kSpinVictims);
   rng_ = rng_ * 1664525u + 1013904223u;
   for (unsigned i = 0, v = rng_ % n; i < looks; ++i, v = (v + 1) % n) {
     if (v == index_) v = (v + 1) % n;
     worker_slot& w = pool_.worker(v);
     const std::uint32_t p = w.progress.load(std::memory_order_relaxed);
-    worker_slot::progress_seen& seen = self_.seen[v];
-    if (p != seen.progress) {
-      seen.progress = p;
-      seen.since = now;
-    } else if (now - seen.since >= kStallAfter) {
+    const std::uint64_t seen = w.progress_seen.load(std::memory_order_relaxed);
+    if (static_cast<std::uint32_t>(seen >> 32) != p) {
+      w.progress_seen.store(std::uint64_t{p} << 32 | now_us, std::memory_order_relaxed);
+    } else if (static_cast<std::uint32_t>(now_us - static_cast<std::uint32_t>(seen)) >=
+               kStallAfter.count()) {
       if (w.waiting_behind.load(std::memory_order_relaxed) != 0) stalled_ = v;
       // (An idle worker makes no passes either; firing its deadlines for it is harmless.)
       if (w.timers.earliest() <= now) w.timers.fire(now);
@@ -407,7 +412,18 @@ bool algorithm::work_visible(bool everywhere) noexcept {
 void algorithm::note_run_next() noexcept {
   run_next_seen_count_ = 0;
   const unsigned n = pool_.size();
-  for (unsigned v = 0; v < n && run_next_seen_count_ < run_next_seen_.size(); ++v) {
+  // A window of kRunNextLooks workers in a bigger pool, not all of them: this runs each time a
+  // worker goes idle, and scanning every worker made starting a big pool quadratic. A run_next
+  // fiber outside the window still keeps this worker from sleeping (work_visible(true) counts
+  // it), and a later window covers it.
+  const unsigned looks = std::min(n, kRunNextLooks);
+  unsigned start = 0;
+  if (looks < n) {
+    rng_ = rng_ * 1664525u + 1013904223u;
+    start = rng_ % n;
+  }
+  for (unsigned i = 0; i < looks && run_next_seen_count_ < run_next_seen_.size(); ++i) {
+    const unsigned v = start + i < n ? start + i : start + i - n;
     const worker_slot& w = pool_.worker(v);
     if (v != index_ && w.has_run_next.load(std::memory_order_relaxed)) {
       run_next_seen_[run_next_seen_count_++] = {v, w.switches.load(std::memory_order_relaxed)};

@@ -125,13 +125,12 @@ struct alignas(64) worker_slot {
 
   unsigned index = 0;  // of this worker in its pool
 
-  // What this worker last saw of each worker's progress, and when it changed: used by this
-  // worker only (algorithm::look_for_stalls), sized with the pool.
-  struct progress_seen {
-    std::uint32_t progress = 0;
-    std::chrono::steady_clock::time_point since{};
-  };
-  std::vector<progress_seen> seen;
+  // What the other workers last saw of this one's progress, and since when (algorithm::
+  // look_for_stalls): the progress in the high half, the steady clock in microseconds (mod
+  // 2^32) in the low half, written by whichever worker looks and read by the others. One word
+  // per worker, on a line of its own that the owner never touches: a vector per worker sized
+  // by the pool was n^2 entries (64 MB zeroed for 2000 workers, before any thread started).
+  alignas(64) std::atomic<std::uint64_t> progress_seen{0};
 
   // bump() adds one and returns the new count.
   static std::uint64_t bump(std::atomic<std::uint64_t>& counter) noexcept {
