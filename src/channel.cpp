@@ -15,6 +15,7 @@ channel_base::~channel_base() {
 }
 
 void channel_base::close() noexcept {
+  wake_later woken;  // after the lock: a woken waiter may destroy the channel
   std::lock_guard<spinlock> g(lock_);
   if (closed_) return;
   closed_ = true;
@@ -23,7 +24,7 @@ void channel_base::close() noexcept {
   for (wait_list* q : {&receivers_, &senders_}) {
     while (wait_node* n = q->claim()) {
       n->closed = true;
-      complete(*n->group);
+      woken.add(n);
     }
   }
 }

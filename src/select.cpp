@@ -77,7 +77,8 @@ std::optional<std::size_t> run_select(select_case* const* cases, std::size_t n, 
   locks.lock();
   for (std::size_t k = 0; k < n; ++k) {
     select_case* c = cases[order[k]];
-    switch (c->poll()) {
+    wake_later woken;  // a waiter served by this case is woken once the locks are released
+    switch (c->poll(woken)) {
       case select_case::result::done:
         locks.unlock();
         return order[k];
@@ -91,6 +92,12 @@ std::optional<std::size_t> run_select(select_case* const* cases, std::size_t n, 
   if (!wait) {
     locks.unlock();
     return std::nullopt;
+  }
+  try {
+    refuse_wait_here("weft::select()");
+  } catch (...) {
+    locks.unlock();
+    throw;
   }
   wait_group waiting({"select", nullptr, nullptr, n});
   for (std::size_t i = 0; i < n; ++i)

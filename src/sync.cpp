@@ -21,9 +21,9 @@ constexpr int kLockSpins = 64;
 constexpr auto kHandOffAfter = std::chrono::milliseconds(1);
 
 struct mutex_node : detail::wait_node {
-  mutex_node(detail::wait_group& g, const void* w) noexcept
+  mutex_node(detail::wait_group& g, detail::identity w) noexcept
       : detail::wait_node(g, 0), who(w), since(clock::now()) {}
-  const void* who;
+  detail::identity who;
   clock::time_point since;  // when it first queued
   bool handed = false;      // unlock() made it the holder
 };
@@ -45,7 +45,9 @@ bool mutex::try_lock() noexcept {
   while ((s & kLocked) == 0) {
     if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire,
                                      std::memory_order_relaxed)) {
-      owner_.store(detail::caller_identity(), std::memory_order_relaxed);
+      const detail::identity me = detail::caller_identity();
+      owner_.store(me.who, std::memory_order_relaxed);
+      owner_serial_.store(me.serial, std::memory_order_relaxed);
       return true;
     }
   }
@@ -57,7 +59,8 @@ bool mutex::lock_slow(const clock::time_point* until) {
     detail::spin_pause();
     if ((state_.load(std::memory_order_relaxed) & kLocked) == 0 && try_lock()) return true;
   }
-  const void* me = detail::caller_identity();
+  detail::refuse_wait_here("weft::mutex::lock()");
+  const detail::identity me = detail::caller_identity();
   detail::wait_group waiting({"mutex", &name_, "lock"});
   mutex_node n(waiting, me);
   bool again = false;  // woken once and beaten to it: wait at the front this time
@@ -69,7 +72,8 @@ bool mutex::lock_slow(const clock::time_point* until) {
         if ((s & kLocked) == 0) {
           if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire,
                                            std::memory_order_relaxed)) {
-            owner_.store(me, std::memory_order_relaxed);
+            owner_.store(me.who, std::memory_order_relaxed);
+            owner_serial_.store(me.serial, std::memory_order_relaxed);
             return true;
           }
         } else if ((s & kWaiters) != 0 ||
@@ -100,14 +104,18 @@ bool mutex::lock_slow(const clock::time_point* until) {
 }
 
 void mutex::unlock() {
-  if (owner_.load(std::memory_order_relaxed) != detail::caller_identity()) {
+  const detail::identity me = detail::caller_identity();
+  if (owner_.load(std::memory_order_relaxed) != me.who ||
+      owner_serial_.load(std::memory_order_relaxed) != me.serial) {
     throw error(errc::invalid_argument, "weft: unlock() of " + quoted("mutex", name_) +
-                                            " by a fiber that does not hold it");
+                                            " by a fiber or thread that does not hold it");
   }
   owner_.store(nullptr, std::memory_order_relaxed);
+  owner_serial_.store(0, std::memory_order_relaxed);
   unsigned s = kLocked;
   if (state_.compare_exchange_strong(s, 0, std::memory_order_release, std::memory_order_relaxed))
     return;
+  detail::wake_later woken;  // after lock_ is released: the new holder may destroy *this
   std::lock_guard<detail::spinlock> g(lock_);
   auto* n = static_cast<mutex_node*>(waiters_.claim());
   const unsigned rest = waiters_.empty() ? 0 : kWaiters;
@@ -117,12 +125,13 @@ void mutex::unlock() {
   }
   if (clock::now() - n->since >= kHandOffAfter) {
     n->handed = true;
-    owner_.store(n->who, std::memory_order_relaxed);
+    owner_.store(n->who.who, std::memory_order_relaxed);
+    owner_serial_.store(n->who.serial, std::memory_order_relaxed);
     state_.store(kLocked | rest, std::memory_order_relaxed);
   } else {
     state_.store(rest, std::memory_order_release);
   }
-  detail::complete(*n->group);
+  woken.add(n);
 }
 
 // ---- condition_variable -------------------------------------------------------------------
@@ -132,14 +141,16 @@ condition_variable::~condition_variable() {
 }
 
 void condition_variable::notify_one() noexcept {
+  detail::wake_later woken;  // after lock_ is released: a woken waiter may destroy *this
   std::lock_guard<detail::spinlock> g(lock_);
-  if (detail::wait_node* n = waiters_.claim()) detail::complete(*n->group);
+  if (detail::wait_node* n = waiters_.claim()) woken.add(n);
 }
 
 void condition_variable::notify_all() noexcept {
+  detail::wake_later woken;
   std::lock_guard<detail::spinlock> g(lock_);
   while (detail::wait_node* n = waiters_.claim())
-    detail::complete(*n->group);
+    woken.add(n);
 }
 
 bool condition_variable::wait_impl(std::unique_lock<mutex>& lk, const clock::time_point* until) {
@@ -147,6 +158,7 @@ bool condition_variable::wait_impl(std::unique_lock<mutex>& lk, const clock::tim
     throw error(errc::invalid_argument, "weft: wait on " + quoted("condition_variable", name_) +
                                             " with a unique_lock that does not hold its mutex");
   }
+  detail::refuse_wait_here("weft::condition_variable::wait()");
   detail::wait_group waiting({"condition_variable", &name_, "wait"});
   detail::wait_node n(waiting, 0);
   {
@@ -154,7 +166,23 @@ bool condition_variable::wait_impl(std::unique_lock<mutex>& lk, const clock::tim
     std::lock_guard<detail::spinlock> g(lock_);
     waiters_.push_back(&n);
   }
-  lk.unlock();
+  try {
+    lk.unlock();  // throws if the caller does not hold the mutex after all
+  } catch (...) {
+    bool notified;
+    {
+      std::lock_guard<detail::spinlock> g(lock_);
+      notified = !n.linked || !waiting.give_up();
+      waiters_.remove(&n);
+    }
+    if (notified) {
+      // A notification claimed this wait meanwhile: let its notifier finish with the node,
+      // then pass the notification on -- this wait never happened.
+      detail::await(waiting, nullptr, false);
+      notify_one();
+    }
+    throw;
+  }
   const detail::wait_end end = detail::await(waiting, until, true);
   if (end != detail::wait_end::fired) {
     std::lock_guard<detail::spinlock> g(lock_);
@@ -194,6 +222,7 @@ bool semaphore::acquire_until(const clock::time_point* until) {
     --count_;
     return true;
   }
+  detail::refuse_wait_here("weft::semaphore::acquire()");
   detail::wait_group waiting({"semaphore", &name_, "acquire"});
   detail::wait_node n(waiting, 0);
   waiters_.push_back(&n);
@@ -212,7 +241,9 @@ void semaphore::release(std::ptrdiff_t n) {
     throw error(errc::invalid_argument, "weft: release(" + std::to_string(n) + ") of " +
                                             quoted("semaphore", name_) + ": n must be >= 1");
   }
+  detail::wake_later woken;  // after lock_ is released: a woken waiter may destroy *this
   std::lock_guard<detail::spinlock> g(lock_);
+  // Waiters exist only while count_ is 0, so this can fail only when nobody waits.
   if (count_ > std::numeric_limits<std::ptrdiff_t>::max() - n) {
     throw error(errc::invalid_argument, "weft: release(" + std::to_string(n) + ") of " +
                                             quoted("semaphore", name_) +
@@ -221,7 +252,7 @@ void semaphore::release(std::ptrdiff_t n) {
   for (; n > 0; --n) {
     detail::wait_node* w = waiters_.claim();
     if (w == nullptr) break;
-    detail::complete(*w->group);
+    woken.add(w);
   }
   count_ += n;
 }

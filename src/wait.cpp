@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include <weft/executor.hpp>
+
 #include "cancel_scope.hpp"
 #include "fiber_record.hpp"
 #include "waiting.hpp"
@@ -64,6 +66,7 @@ void complete(wait_group& g) noexcept {
 
 wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) {
   fiber_record* self = current_record();
+
   const fiber_state* caller = tl_fiber;
   const cancel_scope* scope = cancellable && caller != nullptr ? caller->scope : nullptr;
   const wait_mark mark(g.label);
@@ -87,15 +90,22 @@ wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) 
   return why;
 }
 
+void refuse_wait_here(const char* what) {
+  refuse_wait_on_worker(what);
+}
+
 void throw_cancelled_here() {
   const fiber_state* caller = tl_fiber;
   throw_cancelled(caller != nullptr ? caller->scope : nullptr);
 }
 
-const void* caller_identity() noexcept {
-  if (const fiber_record* self = current_record()) return self;
-  static thread_local char plain_thread;  // a plain thread, or a worker outside its fibers
-  return &plain_thread;
+identity caller_identity() noexcept {
+  if (fiber_record* self = current_record()) return {self, self->slot.own_id()};
+  // A plain thread, or a worker outside its fibers: numbered on first use.
+  static std::atomic<std::uint64_t> threads{0};
+  static thread_local const std::uint64_t serial =
+      threads.fetch_add(1, std::memory_order_relaxed) + 1;
+  return {&serial, serial};
 }
 
 unsigned random_below(unsigned n) noexcept {

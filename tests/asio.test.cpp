@@ -670,3 +670,37 @@ TEST_CASE("an exception from a handler of io_context(ex) goes to on_unhandled_ex
   boost::asio::steady_timer t(io, 1ms);
   t.async_wait(weft::use_fiber);  // still served
 }
+
+TEST_CASE("channel, select, lock and semaphore waits in a handler on a worker throw would_deadlock",
+          "[asio]") {
+  weft::executor ex(1);
+  weft::channel<int> ch;
+  weft::semaphore sem(0);
+  weft::mutex m;
+  m.lock();  // held by this thread: lock() in the handler would wait
+  std::atomic<int> codes[4] = {};
+  std::atomic<bool> ran{false};
+  boost::asio::post(weft::io_context(ex), [&] {
+    codes[0] = test::code_of([&] { ch.recv(); });
+    codes[1] = test::code_of([&] {
+      std::optional<int> x;
+      weft::select(weft::recv_case(ch, x));
+    });
+    codes[2] = test::code_of([&] { sem.acquire(); });
+    codes[3] = test::code_of([&] { m.lock(); });
+    ran = true;
+  });
+  REQUIRE(test::eventually([&] { return ran.load(); }));
+  for (auto& c : codes)
+    CHECK(c == static_cast<int>(weft::errc::would_deadlock));
+  // What can take effect at once still does there.
+  CHECK(ch.try_send(1) == false);
+  m.unlock();
+  std::atomic<bool> took{false};
+  sem.release();
+  boost::asio::post(weft::io_context(ex), [&] {
+    sem.acquire();  // a permit is there: no wait
+    took = true;
+  });
+  CHECK(test::eventually([&] { return took.load(); }));
+}

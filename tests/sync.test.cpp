@@ -347,3 +347,67 @@ TEST_CASE("semaphore permits racing deadlines are never lost", "[sync]") {
   }) == kCancelled);
   CHECK(before >= 0);
 }
+
+TEST_CASE("a waiter may destroy the object as soon as its wait returns", "[sync]") {
+  // The reply-channel / completion-semaphore pattern: the waker must not touch the object once
+  // the waiter can run (the sanitizer build catches a late touch).
+  weft::executor ex(2);
+  for (int round = 0; round < 300; ++round) {
+    auto* ch = new weft::channel<int>;
+    auto* sem = new weft::semaphore(0);
+    auto* m = new weft::mutex;
+    auto* cvm = new weft::mutex;
+    auto* cv = new weft::condition_variable;
+    bool flag = false;  // guarded by *cvm
+    m->lock();          // held by this thread until the fiber waits for it
+    auto waiter = ex.spawn([&] {
+      ch->recv();
+      delete ch;
+      sem->acquire();
+      delete sem;
+      {
+        std::unique_lock<weft::mutex> lk(*cvm);
+        cv->wait(lk, [&] { return flag; });
+      }
+      delete cv;
+      delete cvm;
+      m->lock();
+      m->unlock();
+      delete m;
+    });
+    ch->send(1);
+    sem->release();
+    {
+      std::lock_guard<weft::mutex> lk(*cvm);
+      flag = true;
+    }
+    // The fiber deletes cv once it passed its wait: notify while it cannot have (cvm held),
+    // as the standard asks of a condition variable's destruction.
+    {
+      std::lock_guard<weft::mutex> lk(*cvm);
+      cv->notify_one();
+    }
+    m->unlock();
+    waiter.get();
+  }
+}
+
+TEST_CASE(
+    "a condition-variable wait with a lock that does not hold its mutex leaves nothing behind",
+    "[sync]") {
+  weft::mutex m;
+  weft::condition_variable cv;
+  std::unique_lock<weft::mutex> lk(m, std::adopt_lock);  // claims to own m, does not
+  CHECK(code_of([&] { cv.wait(lk); }) == kInvalid);
+  lk.release();
+  cv.notify_one();  // must not find a node of the failed wait
+  cv.notify_all();
+}
+
+TEST_CASE("unlock() by a later fiber that reuses the holder's record is refused", "[sync]") {
+  weft::executor ex(1);
+  weft::mutex m;
+  ex.run([&] { m.lock(); });  // ends holding it
+  // With one worker the next fiber likely runs on the same stack, with the same record.
+  CHECK(ex.run([&] { return code_of([&] { m.unlock(); }); }) == kInvalid);
+}

@@ -111,13 +111,15 @@ class channel : public detail::channel_base {
   // deadline while waiting, it throws errc::cancelled / deadline_exceeded and v was not sent.
   // On a closed channel -- also one closed while it waits -- it throws errc::channel_closed.
   void send(T v) {
+    detail::wake_later woken;  // after the lock is released: the waiter may destroy *this
     std::unique_lock<detail::spinlock> g(lock_);
-    const sent r = try_send_locked(v);
+    const sent r = try_send_locked(v, woken);
     if (r == sent::done) return;
     if (r == sent::closed) {
       g.unlock();
       throw_closed();
     }
+    detail::refuse_wait_here("weft::channel::send()");
     detail::wait_group waiting({"channel", &name_, "send"});
     detail::send_node<T> n(waiting, 0, &v);
     senders_.push_back(&n);
@@ -139,8 +141,10 @@ class channel : public detail::channel_base {
   // is returned; the cancellation then shows at the fiber's next cancellation point.
   std::optional<T> recv() {
     std::optional<T> out;
+    detail::wake_later woken;
     std::unique_lock<detail::spinlock> g(lock_);
-    if (try_recv_locked(out)) return out;
+    if (try_recv_locked(out, woken)) return out;
+    detail::refuse_wait_here("weft::channel::recv()");
     detail::wait_group waiting({"channel", &name_, "recv"});
     detail::recv_node<T> n(waiting, 0, &out);
     receivers_.push_back(&n);
@@ -158,12 +162,14 @@ class channel : public detail::channel_base {
   bool try_send(U&& v) {
     if constexpr (std::is_same_v<std::remove_cvref_t<U>, T> && !std::is_lvalue_reference_v<U> &&
                   !std::is_const_v<std::remove_reference_t<U>>) {
+      detail::wake_later woken;
       std::lock_guard<detail::spinlock> g(lock_);
-      return try_send_locked(v) == sent::done;  // moved from only when sent
+      return try_send_locked(v, woken) == sent::done;  // moved from only when sent
     } else {
       T copy(std::as_const(v));  // made before the lock: a throwing copy loses nothing
+      detail::wake_later woken;
       std::lock_guard<detail::spinlock> g(lock_);
-      return try_send_locked(copy) == sent::done;
+      return try_send_locked(copy, woken) == sent::done;
     }
   }
 
@@ -171,8 +177,11 @@ class channel : public detail::channel_base {
   // value of a waiting sender. Never waits; nullopt if there is none (or it is closed).
   std::optional<T> try_recv() {
     std::optional<T> out;
-    std::lock_guard<detail::spinlock> g(lock_);
-    try_recv_locked(out);
+    {
+      detail::wake_later woken;
+      std::lock_guard<detail::spinlock> g(lock_);
+      try_recv_locked(out, woken);
+    }
     return out;
   }
 
@@ -196,12 +205,12 @@ class channel : public detail::channel_base {
   friend class detail::send_case_t;
 
   // try_send_locked() hands v to a waiting receiver or buffers it; v is moved from only when
-  // the result is done.
-  sent try_send_locked(T& v) noexcept {
+  // the result is done. A receiver handed v is woken through `woken`, after the lock.
+  sent try_send_locked(T& v, detail::wake_later& woken) noexcept {
     if (closed_) return sent::closed;
     if (detail::wait_node* r = receivers_.claim()) {  // only while nothing is buffered
       static_cast<detail::recv_node<T>*>(r)->out->emplace(std::move(v));
-      detail::complete(*r->group);
+      woken.add(r);
       return sent::done;
     }
     if (count_ == capacity_) return sent::full;
@@ -210,20 +219,21 @@ class channel : public detail::channel_base {
   }
 
   // try_recv_locked() takes a value into out (true), or finds the channel closed and drained
-  // (true, out empty), or finds nothing (false).
-  bool try_recv_locked(std::optional<T>& out) noexcept {
+  // (true, out empty), or finds nothing (false). A sender it took from is woken through
+  // `woken`, after the lock.
+  bool try_recv_locked(std::optional<T>& out, detail::wake_later& woken) noexcept {
     if (count_ != 0) {
       out.emplace(pop());
       // Room was made: the longest-waiting sender's value goes in behind the others.
       if (detail::wait_node* s = senders_.claim()) {
         push(std::move(*static_cast<detail::send_node<T>*>(s)->source));
-        detail::complete(*s->group);
+        woken.add(s);
       }
       return true;
     }
     if (detail::wait_node* s = senders_.claim()) {  // unbuffered: straight from the sender
       out.emplace(std::move(*static_cast<detail::send_node<T>*>(s)->source));
-      detail::complete(*s->group);
+      woken.add(s);
       return true;
     }
     if (closed_) {

@@ -27,9 +27,9 @@ class select_case {
   select_case& operator=(const select_case&) = delete;
 
   // poll() takes effect now if it can: done; full when it cannot; closed for a send on a
-  // closed channel (the select then throws channel_closed).
+  // closed channel (the select then throws channel_closed). A waiter it served goes to woken.
   enum class result { done, full, closed };
-  virtual result poll() noexcept = 0;
+  virtual result poll(wake_later& woken) noexcept = 0;
   // enqueue() links the case into its channel's waiters as case `index` of g.
   virtual void enqueue(wait_group& g, int index) noexcept = 0;
   // dequeue() unlinks it, if a hand-over did not already.
@@ -52,8 +52,8 @@ class recv_case_t final : public select_case {
  public:
   recv_case_t(channel<T>& ch, std::optional<T>& out) noexcept
       : select_case(&ch), ch_(ch), out_(out) {}
-  result poll() noexcept override {
-    return ch_.try_recv_locked(out_) ? result::done : result::full;
+  result poll(wake_later& woken) noexcept override {
+    return ch_.try_recv_locked(out_, woken) ? result::done : result::full;
   }
   void enqueue(wait_group& g, int index) noexcept override {
     node_.emplace(g, index, &out_);
@@ -89,8 +89,8 @@ class send_case_t final : public select_case {
       source_ = &*own_;
     }
   }
-  result poll() noexcept override {
-    switch (ch_.try_send_locked(*source_)) {
+  result poll(wake_later& woken) noexcept override {
+    switch (ch_.try_send_locked(*source_, woken)) {
       case channel<T>::sent::done:
         return result::done;
       case channel<T>::sent::closed:

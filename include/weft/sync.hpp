@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <string>
 
@@ -63,8 +64,11 @@ class mutex {
   bool lock_slow(const std::chrono::steady_clock::time_point* until);
 
   std::atomic<unsigned> state_{0};
-  std::atomic<const void*> owner_{nullptr};  // caller_identity() of the holder
-  detail::spinlock lock_;                    // guards waiters_ and the kWaiters bit
+  // caller_identity() of the holder, in two words; read by a non-holder's unlock() only to
+  // refuse it, so relaxed suffices.
+  std::atomic<const void*> owner_{nullptr};
+  std::atomic<std::uint64_t> owner_serial_{0};
+  detail::spinlock lock_;  // guards waiters_ and the kWaiters bit
   detail::wait_list waiters_;
   std::string name_;
 };

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include <weft/detail/spinlock.hpp>
@@ -66,8 +67,9 @@ struct wait_group {
   wait_label label;
 };
 
-// complete() wakes g's waiter after the hand-over; call it after a successful fire(), with
-// the lock of the object that fired it still held or not.
+// complete() wakes g's waiter after the hand-over; call it after a successful fire(), once
+// the object that fired it is no longer touched (see wake_later): a woken waiter may destroy
+// that object at once (a reply channel, a completion semaphore).
 void complete(wait_group& g) noexcept;
 
 // wait_node is one waiting operation: a recv, a send, a lock, one case of a select.
@@ -137,6 +139,31 @@ class wait_list {
   wait_node* tail_ = nullptr;
 };
 
+// wake_later holds the nodes a hand-over fired under an object's lock and completes them when
+// it goes out of scope. Declared before the lock guard, it runs after the guard released the
+// lock -- the hand-over's last touch of the object.
+class wake_later {
+ public:
+  wake_later() noexcept = default;
+  wake_later(const wake_later&) = delete;
+  wake_later& operator=(const wake_later&) = delete;
+  ~wake_later() { run(); }
+
+  void add(wait_node* n) noexcept {
+    n->next = head_;  // n was unlinked by claim(): its link is free
+    head_ = n;
+  }
+  void run() noexcept {
+    while (wait_node* n = head_) {
+      head_ = n->next;  // read before complete(): the node dies with the waiter's frame
+      complete(*n->group);
+    }
+  }
+
+ private:
+  wait_node* head_ = nullptr;
+};
+
 // wait_end is how await() returned.
 enum class wait_end { fired, timed_out, cancelled };
 
@@ -147,12 +174,23 @@ enum class wait_end { fired, timed_out, cancelled };
 // throw_cancelled_here(). On fired the hand-over is complete.
 wait_end await(wait_group& g, const std::chrono::steady_clock::time_point* until, bool cancellable);
 
+// refuse_wait_here() throws weft::error(would_deadlock) when the caller is an Asio handler (or
+// other code outside a fiber) on a worker thread: a wait there would block the worker and the
+// fibers that could end it. Called before a wait links anything. `what` names the operation.
+void refuse_wait_here(const char* what);
+
 // throw_cancelled_here() throws what a cancellation point of the caller raises now:
 // weft::error(cancelled) or weft::error(deadline_exceeded).
 [[noreturn]] void throw_cancelled_here();
 
-// caller_identity() is the calling fiber, or plain thread: who owns a mutex.
-const void* caller_identity() noexcept;
+// identity is who owns a mutex: the calling fiber, or plain thread. The serial tells apart
+// fibers (and threads) that reuse the same record (or thread-local) address one after another.
+struct identity {
+  const void* who = nullptr;
+  std::uint64_t serial = 0;
+  friend bool operator==(const identity&, const identity&) = default;
+};
+identity caller_identity() noexcept;
 
 // random_below() is a cheap per-thread random number in [0, n) (select's case order).
 unsigned random_below(unsigned n) noexcept;
