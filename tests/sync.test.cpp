@@ -378,13 +378,10 @@ TEST_CASE("a waiter may destroy the object as soon as its wait returns", "[sync]
     ch->send(1);
     sem->release();
     {
+      // The fiber deletes cv once it passed its wait, which it can only do holding cvm: set
+      // and notify under cvm, as the standard asks of a condition variable's destruction.
       std::lock_guard<weft::mutex> lk(*cvm);
       flag = true;
-    }
-    // The fiber deletes cv once it passed its wait: notify while it cannot have (cvm held),
-    // as the standard asks of a condition variable's destruction.
-    {
-      std::lock_guard<weft::mutex> lk(*cvm);
       cv->notify_one();
     }
     m->unlock();
