@@ -114,38 +114,34 @@ void fiber_record::report_unhandled(std::exception_ptr e) noexcept {
 }
 
 void fiber_record::wake() noexcept {
+  wake_and_release(nullptr);
+}
+
+void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
+  wake_and_release(&done);
+}
+
+void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
   woken_ = true;
   if (park_ == park_state::parked) {
     park_ = park_state::running;
     lk.unlock();
     // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
-    // leave its wait (park_timers' own, for a deadline).
-    requeue();
+    // leave its wait (park_timers' own, for a deadline), or has not set done yet.
+    requeue(done);
     return;
   }
   // running: park() sees woken_ before it suspends; parking: settle() sees it.
   note_waker();
+  lk.unlock();
+  if (done != nullptr) done->store(true, std::memory_order_release);
 }
 
 void fiber_record::note_waker() noexcept {
   if (park_ == park_state::parking && tl_pool == &owner && current_record() != nullptr) {
     waker_ = tl_slot;
   }
-}
-
-void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
-  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
-  woken_ = true;
-  if (park_ == park_state::parked) {
-    park_ = park_state::running;
-    lk.unlock();
-    requeue(&done);
-    return;
-  }
-  note_waker();
-  lk.unlock();
-  done.store(true, std::memory_order_release);
 }
 
 void fiber_record::requeue(std::atomic<bool>* done) noexcept {

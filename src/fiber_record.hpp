@@ -202,6 +202,8 @@ class fiber_record final : public boost::fibers::fiber_properties,
   // note_waker() records the calling worker as waker_ if a fiber of the pool running there
   // wakes this one while it parks; under park_lock_.
   void note_waker() noexcept;
+  // wake_and_release() is wake(), and sets *done (if given) as wake_releasing() says.
+  void wake_and_release(std::atomic<bool>* done) noexcept;
   // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
   // done, if given, is set once nothing of this record is touched any more.
   void requeue(std::atomic<bool>* done = nullptr) noexcept;

@@ -325,8 +325,7 @@ TEST_CASE("semaphore permits racing deadlines are never lost", "[sync]") {
   CHECK(got + gave_up == kWaiters);
   // Every permit released was taken or is still there.
   CHECK(got + s.available() == kWaiters / 2);
-  // A cancelled acquire throws cancelled and takes nothing.
-  const int before = static_cast<int>(s.available());
+  // A cancelled acquire throws cancelled.
   CHECK(ex.run([&] {
     weft::task_group g;
     std::atomic<int> code{0};
@@ -345,7 +344,6 @@ TEST_CASE("semaphore permits racing deadlines are never lost", "[sync]") {
     g.wait();
     return code.load();
   }) == kCancelled);
-  CHECK(before >= 0);
 }
 
 TEST_CASE("a waiter may destroy the object as soon as its wait returns", "[sync]") {

@@ -126,13 +126,6 @@ class wait_list {
     }
     return nullptr;
   }
-  // has_live() is true if a node whose group still waits is linked (a peek, under the lock).
-  bool has_live() const noexcept {
-    for (wait_node* n = head_; n != nullptr; n = n->next) {
-      if (n->group->state.load(std::memory_order_acquire) == wait_group::waiting) return true;
-    }
-    return false;
-  }
 
  private:
   wait_node* head_ = nullptr;
