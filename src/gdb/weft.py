@@ -6,14 +6,14 @@
                          executors have a fiber ID); more words are passed to `bt` ("full", "-3")
 
 Both work on a live process and on a core file. They read weft's own records, as
-executor::fibers() does (src/introspection.cpp), from the debug information of libweft and of
+executor::fibers() does (src/introspection/introspection.cpp), from the debug information of libweft and of
 the program (a build with -g: weft's default, debugoptimized):
 
-- every live stack_pool is on the list weft::detail::g_stack_pools (src/stack_pool.hpp); every
+- every live stack_pool is on the list weft::detail::g_stack_pools (src/sched/stack_pool.hpp); every
   fiber stack of an executor comes from its pool, and the pool keeps it mapped until the
   executor goes;
 - the top 64 bytes of each stack are a fiber_slot (state, id, parent), and right below it is the
-  fiber's fiber_record (src/fiber_record.hpp): what it waits on (a wait_label), its context
+  fiber's fiber_record (src/sched/fiber_record.hpp): what it waits on (a wait_label), its context
   (a trie of values, weft/detail/snapshot.hpp) and its Boost.Fiber context, whose saved
   fcontext is where a parked fiber's registers are.
 
@@ -177,7 +177,7 @@ def executors():
 
 
 def describe_wait(record):
-    """What a parked fiber waits on, as src/wait.cpp's describe() says it."""
+    """What a parked fiber waits on, as src/sync/wait.cpp's describe() says it."""
     label = record["waiting_on"]
     if int(label) == 0:
         return ""
@@ -201,7 +201,7 @@ _registry = None
 
 
 def var_registry():
-    """The deque of var_entry {name, print} of src/var_registry.cpp, indexed by slot."""
+    """The deque of var_entry {name, print} of src/context/var_registry.cpp, indexed by slot."""
     global _registry
     if _registry is None:
         # The function's static (debug information), or else its linker symbol.

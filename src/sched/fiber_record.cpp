@@ -1,0 +1,213 @@
+// fiber_record.cpp: the life of one pool fiber -- its record, how it parks and wakes, and
+// the C++ runtime's exception state it carries across switches.
+#include "sched/fiber_record.hpp"
+
+#include <cxxabi.h>
+#include <time.h>
+
+#include <thread>
+#include <utility>
+
+#include <boost/fiber/context.hpp>
+
+#include "sched/asan.hpp"
+#include "sched/cancel_scope.hpp"
+#include "sched/park_timers.hpp"
+#include "sched/pool.hpp"
+#include "sched/scheduler.hpp"
+#include "sched/tsan.hpp"
+
+namespace weft::detail {
+
+// ---- the C++ runtime's exception bookkeeping, carried per fiber ----------------------
+
+namespace {
+struct cxa_eh_globals {  // layout fixed by the Itanium C++ ABI
+  void* caught_exceptions;
+  unsigned int uncaught_exceptions;
+};
+cxa_eh_globals* eh_globals() noexcept {
+  return reinterpret_cast<cxa_eh_globals*>(abi::__cxa_get_globals());
+}
+}  // namespace
+
+void save_eh(eh_state& into) noexcept {
+  cxa_eh_globals* g = eh_globals();
+  into.caught = g->caught_exceptions;
+  into.uncaught = g->uncaught_exceptions;
+}
+
+void restore_eh(const eh_state& from) noexcept {
+  cxa_eh_globals* g = eh_globals();
+  g->caught_exceptions = from.caught;
+  g->uncaught_exceptions = from.uncaught;
+}
+
+std::int64_t coarse_now() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+fiber_record::fiber_record(pool& p, job* j, fiber_slot& s) noexcept
+    : boost::fibers::fiber_properties(nullptr), owner(p), work(j), slot(s) {
+  is_pool_fiber = true;
+  own.root = std::exchange(j->context, nullptr);
+  scope = std::exchange(j->scope, nullptr);
+  tsan_fiber = tsan::create_fiber();
+}
+
+fiber_record::~fiber_record() {
+  // After the fiber's last switch away (algorithm::switch_to released this record), on
+  // whichever thread dropped Boost's last reference.
+  tsan::acquire(this);
+  tsan::destroy_fiber(tsan_fiber);
+  release(scope);
+}
+
+void fiber_record::main() noexcept {
+  resumed();
+  work = work->settle(job_room_below(&slot), job_room_bytes);
+  if (scope != nullptr) enter(scope, this);
+  work->run(owner);
+  // What runs from here on is cleanup, which must be able to finish: it no longer sees the
+  // fiber's cancellation (a wait in a destructor waits instead of throwing).
+  cancel_scope* inherited = std::exchange(scope, nullptr);
+  if (inherited != nullptr) leave(inherited, this);
+  // The callable and its captures go first, on the fiber, like std::thread's; then the
+  // fiber_local values and the context -- all before anyone learns the fiber finished, so a
+  // waiter sees their destructors' effects.
+  work->discard_call();
+  end();
+  release(inherited);
+  std::exchange(work, nullptr)->complete(owner);
+  ending = true;
+  owner.fiber_finished();
+}
+
+namespace {
+
+// locked() takes a Boost spinlock without calling its lock(): that function reserves a 5 KB
+// frame (room for the std::random_device that seeds its back-off, made once per thread), and
+// the compiler's stack-clash probes touch it, so every fiber that parked kept a second stack
+// page resident -- 4 KiB more per idle fiber (a server holds one per open connection).
+// try_lock() is one exchange with no frame to speak of. (Boost still calls that lock() once
+// per fiber, in context::terminate() at the fiber's end: a fiber that ends touches its
+// second page then -- for a fresh stack, a page fault at the end instead of at the first park.)
+boost::fibers::detail::spinlock_lock locked(boost::fibers::detail::spinlock& s) noexcept {
+  for (unsigned tries = 1; !s.try_lock(); ++tries) {
+    // The holder may have lost its CPU: after a short spin, let it run (Boost's lock() backs
+    // off the same way).
+    if (tries % 64 == 0) {
+      std::this_thread::yield();
+    } else {
+      spin_pause();
+    }
+  }
+  return boost::fibers::detail::spinlock_lock(s, std::adopt_lock);
+}
+
+}  // namespace
+
+void fiber_record::report_unhandled(std::exception_ptr e) noexcept {
+  owner.unhandled->report(std::move(e));
+}
+
+void fiber_record::wake() noexcept {
+  wake_and_release(nullptr);
+}
+
+void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
+  wake_and_release(&done);
+}
+
+void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
+  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
+  woken_ = true;
+  if (park_ == park_state::parked) {
+    park_ = park_state::running;
+    lk.unlock();
+    // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
+    // leave its wait (park_timers' own, for a deadline), or has not set done yet.
+    requeue(done);
+    return;
+  }
+  // running: park() sees woken_ before it suspends; parking: settle() sees it.
+  note_waker();
+  lk.unlock();
+  if (done != nullptr) done->store(true, std::memory_order_release);
+}
+
+void fiber_record::note_waker() noexcept {
+  if (park_ == park_state::parking && tl_pool == &owner && current_record() != nullptr) {
+    waker_ = tl_slot;
+  }
+}
+
+void fiber_record::requeue(std::atomic<bool>* done) noexcept {
+  note_queued();
+  slot.set_state(fiber_slot::ready);
+  boost::fibers::context* const ctx = ctx_;
+  worker_slot* const home = home_;
+  pool& p = owner;
+  // Not queued yet, the fiber cannot run: from here on only its context is touched, by the
+  // queue it joins.
+  if (done != nullptr) done->store(true, std::memory_order_release);
+  worker_slot* here = tl_slot;
+  if (tl_pool == &p && here != nullptr && here->algo != nullptr) {
+    // A worker of the fiber's pool: the fiber runs here, where its waker's data is hot; an
+    // I/O completion's fiber waits its turn behind the others (first come, first served).
+    here->algo->queue(ctx, here->algo->in_reactor(), current_record() != nullptr);
+  } else {
+    p.queue_from_outside(*home, ctx);
+  }
+}
+
+void fiber_record::settle(algorithm& here) noexcept {
+  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
+  WEFT_ASSERT(park_ == park_state::parking, "a fiber settled that was not parking");
+  ctx_->detach();
+  home_ = &here.slot();
+  if (!woken_) {
+    park_ = park_state::parked;
+    return;
+  }
+  park_ = park_state::running;
+  worker_slot* const to = std::exchange(waker_, nullptr);
+  lk.unlock();
+  if (to == nullptr || to == &here.slot()) {
+    requeue();  // on `here`: this runs on its thread
+    return;
+  }
+  // To the worker whose fiber woke it, to run next there.
+  note_queued();
+  slot.set_state(fiber_slot::ready);
+  owner.queue_to_run_next(*to, ctx_);
+}
+
+void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
+  // A cancellable wait ends at the scope's deadline too; the caller then sees is_cancelled().
+  clock::time_point limit;
+  if (cancellable) deadline = wait_limit(deadline, scope, limit);
+  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
+  if (!woken_ && !(cancellable && is_cancelled(scope))) {
+    park_ = park_state::parking;
+    waker_ = nullptr;
+    lk.unlock();
+    // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
+    // while it may still be on-CPU.
+    algorithm& here = *tl_slot->algo;
+    if (deadline != nullptr && here.slot().timers.add(*this, *deadline)) {
+      owner.timer_filed(*deadline);
+    }
+    here.note_parking(this);
+    ctx_->suspend();
+    resumed();
+    // Before the fiber can leave (and its record go): the deadline must not fire any more.
+    if (deadline != nullptr) timer_home->remove(*this);
+    lk = locked(park_lock_);
+    park_ = park_state::running;
+  }
+  woken_ = false;
+}
+}  // namespace weft::detail
