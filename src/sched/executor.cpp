@@ -409,15 +409,21 @@ void pool::join() {
 }
 
 void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) noexcept {
+  // Once queued, the fiber may run and end, and join() return and the executor go, while
+  // this thread still wakes a worker (a plain thread's semaphore::release() crashed so under
+  // MALLOC_PERTURB_). A unit of live_ held meanwhile keeps join() waiting until it is done;
+  // the fiber's own unit makes live_ non-zero here.
+  live_.fetch_add(1, std::memory_order_relaxed);
   push_ready(target, ctx, true);
-  if (has_sleepers()) wake_sleeper(size());
+  wake_for(size());
+  return_live(1);
 }
 
 void pool::queue_to_run_next(worker_slot& target, boost::fibers::context* ctx) noexcept {
   push_ready(target, ctx, false, true);
   // The target is likely busy and runs it at its next switch; if it computes instead, an idle
-  // worker takes it (algorithm::take_stuck_run_next), and one must be awake to.
-  if (has_sleepers()) wake_sleeper(size());
+  // worker takes it (algorithm::take_stuck_run_next), and one must be awake or spinning to.
+  wake_for(size());
 }
 
 void pool::wake_sleeper(unsigned except) noexcept {

@@ -26,21 +26,14 @@ struct cxa_eh_globals {  // layout fixed by the Itanium C++ ABI
   void* caught_exceptions;
   unsigned int uncaught_exceptions;
 };
-cxa_eh_globals* eh_globals() noexcept {
-  return reinterpret_cast<cxa_eh_globals*>(abi::__cxa_get_globals());
-}
 }  // namespace
 
-void save_eh(eh_state& into) noexcept {
-  cxa_eh_globals* g = eh_globals();
-  into.caught = g->caught_exceptions;
-  into.uncaught = g->uncaught_exceptions;
-}
-
-void restore_eh(const eh_state& from) noexcept {
-  cxa_eh_globals* g = eh_globals();
-  g->caught_exceptions = from.caught;
-  g->uncaught_exceptions = from.uncaught;
+void switch_eh(eh_state& out, const eh_state& in, void* globals) noexcept {
+  auto* g = static_cast<cxa_eh_globals*>(globals);
+  out.caught = g->caught_exceptions;
+  out.uncaught = g->uncaught_exceptions;
+  g->caught_exceptions = in.caught;
+  g->uncaught_exceptions = in.uncaught;
 }
 
 std::int64_t coarse_now() noexcept {

@@ -47,8 +47,9 @@ struct eh_state {
   void* caught = nullptr;
   unsigned int uncaught = 0;
 };
-void save_eh(eh_state& into) noexcept;
-void restore_eh(const eh_state& from) noexcept;
+// switch_eh() saves the thread's state into `out` and installs `in`; `globals` is the
+// thread's __cxa_get_globals().
+void switch_eh(eh_state& out, const eh_state& in, void* globals) noexcept;
 
 // fiber_slot is the top 64 bytes of every fiber stack: who uses the stack now, in words that
 // introspection (executor::fibers()) reads at any time from any thread. Unlike the record

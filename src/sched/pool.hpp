@@ -109,6 +109,19 @@ class pool {
   // wake_sleeper() wakes one sleeping worker other than `except` (if any sleeps).
   void wake_sleeper(unsigned except) noexcept;
   bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_seq_cst) != 0; }
+  // wake_for() is what a worker does after it made fibers ready (Go's wakep): it wakes a
+  // sleeper only when no worker spins -- a spinning worker finds the fibers, and a wake-up per
+  // hand-over (a futex call on the waker's path) cost ping-pong most of its time.
+  void wake_for(unsigned except) noexcept {
+    if (has_sleepers() && !has_spinners()) wake_sleeper(except);
+  }
+  // Spinning workers: idle, looking for work, not asleep (Go's nmspinning). A worker counts
+  // itself in before its spin and out after; one that leaves the spin to run a fiber it
+  // found, being the last spinner, wakes a sleeper (more may come that nobody would look for).
+  bool has_spinners() const noexcept { return spinning_.load(std::memory_order_seq_cst) != 0; }
+  void start_spinning() noexcept { spinning_.fetch_add(1, std::memory_order_seq_cst); }
+  // stop_spinning() returns whether the caller was the last spinner.
+  bool stop_spinning() noexcept { return spinning_.fetch_sub(1, std::memory_order_seq_cst) == 1; }
   void note_sleeping(worker_slot& w) noexcept;
   void note_awake(worker_slot& w) noexcept;
 
@@ -238,6 +251,7 @@ class pool {
   void take_credit(worker_slot& w);
   void return_live(std::size_t n) noexcept;
   alignas(64) std::atomic<unsigned> sleepers_{0};
+  alignas(64) std::atomic<unsigned> spinning_{0};
 
   alignas(64) std::mutex inject_mutex_;  // guards the queue of work submitted from outside
   job* inject_head_ = nullptr;

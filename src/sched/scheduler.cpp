@@ -1,6 +1,8 @@
 // scheduler.cpp: the per-executor work-stealing algorithm (see scheduler.hpp).
 #include "sched/scheduler.hpp"
 
+#include <cxxabi.h>
+
 #include <algorithm>
 
 #include <boost/fiber/type.hpp>
@@ -36,8 +38,15 @@ constexpr unsigned kPollEvery = 4;
 // branches of its spawn tree (13x slower and 800 MB when a stall was 16 picks without a pass,
 // 5x at 200 us).
 constexpr std::chrono::microseconds kStallAfter{200};
-// An idle worker looks for work this many times before it goes to sleep.
-constexpr unsigned kIdleSpins = 256;
+// An idle worker spins -- looks for work -- this long before it goes to sleep, and pauses
+// this many times between looks. A look reads the cache lines that busy workers write on each
+// switch: looking every ~20 ns (one pause) made a ping-pong between two fibers on one worker
+// 4-5x slower than with the other worker asleep; every ~1.3 us it costs that worker a miss
+// now and then. While any worker spins nobody is woken for new work (pool::wake_for), so
+// the spin is long enough to span many hand-overs: a wake-up is a system call on the
+// waker's path.
+constexpr std::chrono::microseconds kSpinFor{50};
+constexpr unsigned kPausesPerLook = 64;
 // While spinning it looks at this many other workers per look (a full scan per spin made
 // starting and idling quadratic in the number of workers); it scans them all once before it
 // sleeps.
@@ -70,6 +79,7 @@ algorithm::algorithm(pool& owner, unsigned index, fiber_state& thread_record) no
       thread_record_(thread_record),
       main_(context::active()),
       running_(context::active()),
+      eh_globals_(abi::__cxa_get_globals()),
       rng_(index * 2654435761u + 1),
       stalled_(owner.size()) {
   self_.algo = this;
@@ -97,7 +107,10 @@ void algorithm::note_parking(fiber_record* f) noexcept {
 void algorithm::settle_now() noexcept {
   // Not while it is still the running context: pick_next() is called on the stack of the
   // fiber that suspends.
-  if (parking_->boost_context() == context::active()) return;
+  // (running_ is Boost's active context here; reading Boost's thread_local costs a
+  // __tls_get_addr call, a few percent of a hand-over.)
+  WEFT_ASSERT(running_ == context::active(), "the scheduler lost track of the running context");
+  if (parking_->boost_context() == running_) return;
   std::exchange(parking_, nullptr)->settle(*this);
 }
 
@@ -119,6 +132,7 @@ std::size_t push_ready(worker_slot& w, context* ctx, bool behind, bool run_next)
     w.ready.push_top(ctx);
   }
   const std::size_t n = w.ready.size();
+  note_stealable(w);
   // seq_cst, like the sleeper's count and both sides' loads: in their single total order
   // either the sleeper sees this fiber or the pusher sees the sleeper. With a relaxed store
   // it could wait in the store buffer while both miss each other, and a fiber queued behind
@@ -146,7 +160,7 @@ void algorithm::queue(context* ctx, bool fifo, bool run_next) noexcept {
   // A fiber woken by a completion this worker runs is taken by this worker as soon as the
   // handlers are done; a sleeper is woken for the second one on.
   if (in_reactor_ && ready == 1) return;
-  if (pool_.has_sleepers()) pool_.wake_sleeper(index_);
+  pool_.wake_for(index_);
 }
 
 void algorithm::awakened(context* ctx) noexcept {
@@ -189,6 +203,7 @@ context* algorithm::take_local() noexcept {
   context* c = (ticks_ % kFairEvery == 0) ? self_.ready.pop_bottom() : self_.ready.pop_top();
   self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
   dequeued(self_, c);
+  note_stealable(self_);
   return c;
 }
 
@@ -207,6 +222,7 @@ context* algorithm::steal_from(unsigned v, bool behind_only, bool take_run_next)
   context* c = victim.ready.pop_bottom();
   victim.ready_size.store(victim.ready.size(), std::memory_order_relaxed);
   dequeued(victim, c);
+  note_stealable(victim);
   worker_slot::bump(self_.steals);
   return c;
 }
@@ -285,17 +301,17 @@ context* algorithm::pick_next() noexcept {
     next = main_;
   } else if (stalled_ != pool_.size() && (next = steal_from(stalled_, true)) != nullptr) {
     // A stalled worker's fibers go first: they have waited longest.
-    context::active()->attach(next);
+    main_->attach(next);
   } else if (stolen_next_ != nullptr) {
     next = std::exchange(stolen_next_, nullptr);
-    context::active()->attach(next);
+    main_->attach(next);
   } else if ((next = take_local()) != nullptr) {
-    context::active()->attach(next);
+    main_->attach(next);
   } else if (main_wanted) {
     main_parked_ = false;
     next = main_;
   } else if ((next = steal()) != nullptr) {
-    context::active()->attach(next);
+    main_->attach(next);
   } else {
     next = dispatcher_;
   }
@@ -367,8 +383,7 @@ eh_state& algorithm::eh_of(context* c) noexcept {
 
 void algorithm::take_over(context* next) noexcept {
   WEFT_ASSERT(running_ != next, "a context switch to the running context");
-  save_eh(eh_of(running_));
-  restore_eh(eh_of(next));
+  switch_eh(eh_of(running_), eh_of(next), eh_globals_);
   fiber_record* out = record_of(running_);
   fiber_record* rec = record_of(next);
   if (out != nullptr) {
@@ -399,10 +414,10 @@ bool algorithm::work_visible(bool everywhere) noexcept {
   const unsigned start = rng_ % n;
   for (unsigned i = 0; i < looks; ++i) {
     const worker_slot& w = pool_.worker((start + i) % n);
-    const std::size_t ready = w.ready_size.load(std::memory_order_seq_cst);
     // While it spins, a worker leaves another's run_next fiber to that worker; about to
     // sleep (everywhere), it counts it: a worker never sleeps while a fiber is ready.
-    if (ready > (!everywhere && w.has_run_next.load(std::memory_order_relaxed) ? 1u : 0u)) {
+    if (everywhere ? w.ready_size.load(std::memory_order_seq_cst) != 0
+                   : w.stealable.load(std::memory_order_relaxed) != 0) {
       return true;
     }
   }
@@ -458,19 +473,7 @@ void algorithm::suspend_until(
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
   // a few microseconds on this VM, that doubled the system calls of a lone timer wait).
   if (poll_reactor_until_work()) return;
-  note_run_next();
-  for (unsigned i = 0; i < kIdleSpins; ++i) {
-    if (work_visible(false)) return;
-    spin_pause();
-  }
-  // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time so
-  // that new work waits for one batch at most.
-  while (pool_.stacks.trim(64)) {
-    if (work_visible(false)) return;
-  }
-  // Past its spin: a fiber another worker left to run next while it has not switched since
-  // the spin began is taken (that worker computes); the next pick runs it.
-  if ((stolen_next_ = take_stuck_run_next()) != nullptr) return;
+  if (spin()) return;
   // A sleeping worker holds none of the live count: join() must be able to see it reach 0.
   pool_.give_back_credit(self_);
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
@@ -538,6 +541,32 @@ void pool::fire_due_timers() noexcept {
   for (const auto& w : workers_) {
     if (w->timers.earliest() <= now) w->timers.fire(now);
   }
+}
+
+bool algorithm::spin() noexcept {
+  pool_.start_spinning();
+  note_run_next();
+  bool found = false;
+  bool trimming = true;
+  const auto until = std::chrono::steady_clock::now() + kSpinFor;
+  for (;;) {
+    if ((found = work_visible(false))) break;
+    // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time
+    // so that new work waits for one batch at most -- until none is left (trim() takes the
+    // stack pool's lock, which spawning workers need).
+    if (!trimming || !(trimming = pool_.stacks.trim(64))) {
+      for (unsigned i = 0; i < kPausesPerLook; ++i)
+        spin_pause();
+    }
+    if (std::chrono::steady_clock::now() >= until) break;
+  }
+  // Past its spin: a fiber another worker left to run next while it has not switched since
+  // the spin began is taken (that worker computes); the next pick runs it.
+  if (!found) found = (stolen_next_ = take_stuck_run_next()) != nullptr;
+  // Counted out before the caller's last look (work_visible(true)) before it sleeps: a fiber
+  // made ready after that look finds no spinner, and its waker wakes a sleeper.
+  if (pool_.stop_spinning() && found) pool_.wake_for(index_);
+  return found;
 }
 
 bool algorithm::poll_reactor_until_work() noexcept {

@@ -125,6 +125,13 @@ struct alignas(64) worker_slot {
 
   unsigned index = 0;  // of this worker in its pool
 
+  // How many of the ready fibers another worker may take now (all but run_next), for the
+  // spinning workers, on a line of its own and written only when it changes: a ping-pong
+  // between two fibers moves ready_size and run_next on every hand-over, and spinners that
+  // read those took the busy worker's line away each time (they still do, at their last look
+  // before they sleep, through ready_size). Written under lock.
+  alignas(64) std::atomic<std::uint32_t> stealable{0};
+
   // What the other workers last saw of this one's progress, and since when (algorithm::
   // look_for_stalls): the progress in the high half, the steady clock in microseconds (mod
   // 2^32) in the low half, written by whichever worker looks and read by the others. One word
@@ -142,6 +149,14 @@ struct alignas(64) worker_slot {
   // wake() ends (or pre-empts) this worker's next sleep.
   void wake() noexcept;
 };
+
+// note_stealable() refreshes w.stealable, with w.lock held.
+inline void note_stealable(worker_slot& w) noexcept {
+  const auto n = static_cast<std::uint32_t>(w.ready.size() - (w.run_next != nullptr ? 1 : 0));
+  if (w.stealable.load(std::memory_order_relaxed) != n) {
+    w.stealable.store(n, std::memory_order_relaxed);
+  }
+}
 
 // push_ready() queues the detached ctx on w -- at the bottom (behind the others) or the top
 // -- and returns how many fibers w has ready now; any thread. dequeued() is the bookkeeping
@@ -218,6 +233,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // and how many switches they made; take_stuck_run_next() takes one of those fibers whose
   // worker has not switched since (it computes).
   void note_run_next() noexcept;
+  // spin() is an idle worker's search for work before it sleeps (kSpinFor); true if it
+  // found some.
+  bool spin() noexcept;
   boost::fibers::context* take_stuck_run_next() noexcept;
   // look_for_stalls() notes a worker that has fibers waiting behind and has made no
   // dispatcher pass for kStallAfter (stalled_), and fires its expired deadlines; a busy
@@ -256,6 +274,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   const void* dispatcher_stack_bottom_ = nullptr;  // found under ASan only (switch_to)
   std::size_t dispatcher_stack_size_ = 0;
   eh_state main_eh_;
+  void* eh_globals_;   // this thread's __cxa_eh_globals, looked up once (it is a TLS lookup)
   eh_state other_eh_;  // the dispatcher's, and raw Boost fibers' (they have no record)
   void* main_fake_stack_ = nullptr;
   void* other_fake_stack_ = nullptr;
