@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   const long leaves = argc > 2 ? std::atol(argv[2]) : 1000000;
   o.stack_size = (argc > 3 ? std::size_t(std::atol(argv[3])) : 32) * 1024;
   weft::executor ex(o);
+  // The pool's threads start and take their first work outside the measurement: the cost per
+  // fiber of a 10k-leaf run was mostly the pool's start-up (README "cost per fiber" row).
+  ex.run([] {});
   const auto start = std::chrono::steady_clock::now();
   const long sum = ex.run(skynet, 0L, leaves);
   const double secs =

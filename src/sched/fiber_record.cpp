@@ -132,7 +132,7 @@ void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
 }
 
 void fiber_record::note_waker() noexcept {
-  if (park_ == park_state::parking && tl_pool == &owner && current_record() != nullptr) {
+  if (park_ != park_state::parked && tl_pool == &owner && current_record() != nullptr) {
     waker_ = tl_slot;
   }
 }
@@ -178,12 +178,29 @@ void fiber_record::settle(algorithm& here) noexcept {
   owner.queue_to_run_next(*to, ctx_);
 }
 
+void fiber_record::move_to_waker(boost::fibers::detail::spinlock_lock& lk) noexcept {
+  if (waker_ == nullptr || waker_ == tl_slot) return;
+  // Woken before it could park, by a fiber running on another worker: it moves there (to run
+  // next) as if it had parked, like Go's receiver, which a sender always finds parked and
+  // readies on its own processor. Went on here instead, two fibers that wake each other in
+  // turn stayed on two workers: every hand-over crossed threads (1.5x Go's ping-pong).
+  park_ = park_state::parking;
+  lk.unlock();
+  tl_slot->algo->note_parking(this);
+  ctx_->suspend();
+  resumed();
+  lk = locked(park_lock_);
+  park_ = park_state::running;
+}
+
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   // A cancellable wait ends at the scope's deadline too; the caller then sees is_cancelled().
   clock::time_point limit;
   if (cancellable) deadline = wait_limit(deadline, scope, limit);
   boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
-  if (!woken_ && !(cancellable && is_cancelled(scope))) {
+  if (woken_) {
+    move_to_waker(lk);
+  } else if (!(cancellable && is_cancelled(scope))) {
     park_ = park_state::parking;
     waker_ = nullptr;
     lk.unlock();

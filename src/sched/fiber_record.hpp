@@ -201,8 +201,11 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
  private:
   // note_waker() records the calling worker as waker_ if a fiber of the pool running there
-  // wakes this one while it parks; under park_lock_.
+  // wakes this one before it parked; under park_lock_.
   void note_waker() noexcept;
+  // move_to_waker() is what a fiber woken before it parked does (lk: park_lock_, held): if
+  // a fiber on another worker woke it, it suspends and resumes there, to run next.
+  void move_to_waker(boost::fibers::detail::spinlock_lock& lk) noexcept;
   // wake_and_release() is wake(), and sets *done (if given) as wake_releasing() says.
   void wake_and_release(std::atomic<bool>* done) noexcept;
   // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
@@ -218,9 +221,9 @@ class fiber_record final : public boost::fibers::fiber_properties,
   bool woken_ = false;
   park_state park_ = park_state::running;
   worker_slot* home_ = nullptr;  // the worker it parked on: woken from outside, it goes there
-  // A worker whose running fiber woke it while it was still parking: settle() queues it there
-  // (to run next) rather than where it parked, so two fibers that wake each other faster
-  // than their workers settle them still end up on one worker.
+  // A worker whose running fiber woke it before it parked, or while it was still parking:
+  // settle() queues it there (to run next) rather than where it parked, so two fibers that
+  // wake each other faster than their workers settle them still end up on one worker.
   worker_slot* waker_ = nullptr;
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};

@@ -229,9 +229,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // take_run_next makes the victim's run_next fiber fair game too.
   boost::fibers::context* steal_from(unsigned victim, bool behind_only,
                                      bool take_run_next = false) noexcept;
-  // note_run_next() remembers, as an idle spin starts, which workers have a run_next fiber
-  // and how many switches they made; take_stuck_run_next() takes one of those fibers whose
-  // worker has not switched since (it computes).
+  // note_run_next() remembers, during an idle spin, which workers have a run_next fiber and
+  // how many switches they made; take_stuck_run_next() takes one of those fibers whose
+  // worker has not switched since (it computes, or its thread lost the CPU).
   void note_run_next() noexcept;
   // spin() is an idle worker's search for work before it sleeps (kSpinFor); true if it
   // found some.
