@@ -186,13 +186,25 @@ if echo["weft"] and echo["coro"]:
                  f"{med(echo_p99['weft']) / 1000:.3g} ms ({spread(echo_p99['weft'])} us)",
                  f"{med(echo_p99['coro']) / 1000:.3g} ms coroutines", f"{r:.2f}x", "<= 1.2x",
                  "yes" if r <= 1.2 else "NO"))
-http_w, http_c = whole("http_weft.txt", 0), whole("http_coro.txt", 0)
-if http_w and http_c:
-    pw, pc = whole("http_weft.txt", 1), whole("http_coro.txt", 1)
-    rows.append(("HTTP /hello under wrk, 2 threads, 100 connections (requests/s; p99)",
-                 f"{med(http_w):.0f}/s, p99 {med(pw):.3g} ms",
-                 f"{med(http_c):.0f}/s, p99 {med(pc):.3g} ms coroutines",
-                 f"{med(http_w) / med(http_c):.2f}x", "report", ""))
+# HTTP: the same work on both runtimes (bench/http_weft.cpp, bench/http_coro.cpp), then the
+# whole example (deadline per request, context binding, W3C, logging to a file) against the
+# equal-work weft server: what the features cost.
+http = {k: (whole(f"http_{k}.txt", 0), whole(f"http_{k}.txt", 1)) for k in ("equal", "coro", "service")}
+(eq, eq99), (co, co99), (sv, sv99) = http["equal"], http["coro"], http["service"]
+if eq and co:
+    r, r99 = med(eq) / med(co), med(eq99) / med(co99)
+    rows.append(("HTTP /hello, equal work, wrk 2 threads 100 connections: requests/s vs Asio coroutines",
+                 f"{med(eq):.0f}/s ({spread(eq)})", f"{med(co):.0f}/s coroutines ({spread(co)})",
+                 f"{r:.2f}x", ">= 1.0x", "yes" if r >= 1.0 else "NO"))
+    rows.append(("HTTP /hello, equal work: p99 latency vs Asio coroutines",
+                 f"{med(eq99):.3g} ms ({spread(eq99)})", f"{med(co99):.3g} ms coroutines",
+                 f"{r99:.2f}x", "<= 1.0x", "yes" if r99 <= 1.0 else "NO"))
+if sv and eq:
+    r = med(sv) / med(eq)
+    rows.append(("HTTP /hello, examples/http_service (deadline, context, W3C, log to a file) / "
+                 "equal work", f"{med(sv):.0f}/s, p99 {med(sv99):.3g} ms",
+                 f"{med(eq):.0f}/s equal-work weft", f"{r:.2f}x", ">= 0.9x",
+                 "yes" if r >= 0.9 else "NO"))
 dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
 if dl_plain and dl_with:
     extra = med(dl_with) - med(dl_plain)
