@@ -11,6 +11,7 @@
 #include <weft/offload.hpp>
 #include <weft/propagation.hpp>
 #include <weft/select.hpp>
+#include <weft/shield.hpp>
 #include <weft/signal_dump.hpp>
 #include <weft/sync.hpp>
 #include <weft/task.hpp>
