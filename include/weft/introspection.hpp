@@ -25,7 +25,7 @@ struct executor_stats {
   unsigned blocking_busy = 0;     // of which running a call
   std::size_t stacks = 0;         // fiber stacks mapped (in use, or pooled for reuse)
   std::uint64_t sleeps = 0;       // times a worker found no work and went to sleep
-  std::size_t io_waiting = 0;     // fibers waiting on I/O now (use_fiber, weft::grpc::call)
+  std::size_t io_waiting = 0;     // fibers waiting on I/O now (use_fiber; not grpc::call)
   std::size_t stack_bytes = 0;    // address space of the stacks mapped (resident: less)
 };
 

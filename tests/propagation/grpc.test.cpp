@@ -13,6 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/post.hpp>
+
+#include <weft/asio.hpp>
 #include <weft/grpc.hpp>
 #include <weft/weft.hpp>
 
@@ -248,6 +251,8 @@ TEST_CASE("cancelling the calling fiber cancels the call down the chain", "[grpc
     }
   });
   REQUIRE(eventually([&] { return chain.backend.started == 1 && group.load() != nullptr; }));
+  // The caller waits on the call's channel, and says so.
+  CHECK(eventually([&] { return test::parked_on(client, "channel gRPC call: recv"); }));
   group.load()->cancel();
   caller.get();
   CHECK(outcome == int(weft::errc::cancelled));
@@ -456,4 +461,75 @@ TEST_CASE("a deadline bounds grpc::call even when the completion is never called
   // Completions that come after their callers gave up touch nothing of theirs.
   for (auto& done : kept)
     done(::grpc::Status::OK);
+}
+
+TEST_CASE("a caller cancelled or out of time leaves grpc::call only once gRPC let the call go",
+          "[grpc]") {
+  const bool by_deadline = GENERATE(false, true);
+  CAPTURE(by_deadline);
+  chain_servers chain(2);
+  weft::executor client(2);
+  std::atomic<bool> completed{false};
+  std::atomic<bool> completed_when_left{false};
+  std::atomic<int> code{-1};
+  client.run([&] {
+    weft::task_group g;
+    g.spawn([&] {
+      ::grpc::ClientContext ctx;
+      chain::Request req;
+      req.set_text("slow");
+      req.set_work_ms(60000);
+      chain::Reply reply;
+      auto issue = [&] {
+        (void)weft::grpc::call(prop, ctx, [&](auto done) {
+          chain.edge_stub->async()->Handle(&ctx, &req, &reply,
+                                           [&completed, d = std::move(done)](::grpc::Status s) {
+                                             // gRPC uses ctx, req and reply until it calls this,
+                                             // which takes its time: a caller that left without
+                                             // waiting for it would leave them to gRPC.
+                                             std::this_thread::sleep_for(50ms);
+                                             completed = true;
+                                             d(std::move(s));
+                                           });
+        });
+      };
+      code = test::code_of([&] {
+        if (by_deadline) {
+          weft::with_timeout(200ms, issue);
+        } else {
+          issue();
+        }
+      });
+      completed_when_left = completed.load();
+    });
+    if (!by_deadline) {
+      REQUIRE(test::eventually_here([&] { return chain.backend.started == 1; }));
+      g.cancel();
+    }
+    g.wait();
+  });
+  CHECK(code == int(by_deadline ? weft::errc::deadline_exceeded : weft::errc::cancelled));
+  CHECK(completed_when_left);
+  REQUIRE(eventually([&] { return chain.backend.cancelled + chain.backend.out_of_time == 1; }));
+  CHECK(chain.backend.finished == 0);
+}
+
+TEST_CASE("grpc::call in an Asio handler on a worker throws would_deadlock before any call",
+          "[grpc]") {
+  weft::executor ex(1);
+  std::atomic<int> code{-1};
+  std::atomic<bool> started{false};
+  boost::asio::post(weft::io_context(ex), [&] {
+    ::grpc::ClientContext ctx;
+    code = test::code_of([&] { (void)weft::grpc::call(prop, ctx, [&](auto) { started = true; }); });
+  });
+  REQUIRE(eventually([&] { return code.load() != -1; }));
+  CHECK(code == int(weft::errc::would_deadlock));
+  CHECK_FALSE(started);
+  // From a fiber of the same executor, the same call is fine.
+  const ::grpc::Status s = ex.run([] {
+    ::grpc::ClientContext ctx;
+    return weft::grpc::call(prop, ctx, [](auto done) { done(::grpc::Status::OK); });
+  });
+  CHECK(s.ok());
 }
