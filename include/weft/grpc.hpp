@@ -74,7 +74,8 @@ inline constexpr std::size_t max_status_message = 1024;
 // it, or handed it to code that never calls it) is not waited for: the deadline or the
 // cancellation ends the wait on time, and a completion that runs later is harmless (call()
 // and its completion share their state on the heap, nothing of call()'s frame). start must
-// issue the call before it returns.
+// issue the call before it returns. In an Asio handler on a worker thread (where no wait may
+// block the worker) call() throws errc::would_deadlock before start runs.
 ::grpc::Status call(const propagator& p, ::grpc::ClientContext& ctx,
                     const std::function<void(std::function<void(::grpc::Status)>)>& start);
 
