@@ -9,11 +9,30 @@
 #include <thread>
 #include <utility>
 
+#include <catch2/catch.hpp>
+
 #include <weft/error.hpp>
 #include <weft/executor.hpp>
 #include <weft/this_fiber.hpp>
 
 namespace test {
+
+inline constexpr int kDeadline = static_cast<int>(weft::errc::deadline_exceeded);
+inline constexpr int kCancelled = static_cast<int>(weft::errc::cancelled);
+
+// on_each() runs body on a pool fiber of 1, 2 and 4 workers, and on a plain thread (a Catch
+// GENERATE: the test case runs once per kind).
+template <class F>
+void on_each(F body) {
+  const unsigned threads = GENERATE(0u, 1u, 2u, 4u);
+  CAPTURE(threads);
+  if (threads == 0) {
+    body();
+  } else {
+    weft::executor ex(threads);
+    ex.run(body);
+  }
+}
 
 // counted_value counts live instances, to check when values are destroyed.
 struct counted_value {

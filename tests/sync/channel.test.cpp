@@ -28,8 +28,8 @@ static_assert(!std::is_copy_assignable_v<weft::channel<int>>);
 namespace {
 
 constexpr int kClosed = static_cast<int>(errc::channel_closed);
-constexpr int kDeadline = static_cast<int>(errc::deadline_exceeded);
-constexpr int kCancelled = static_cast<int>(errc::cancelled);
+using test::kCancelled;
+using test::kDeadline;
 
 // on_each() runs body on a pool fiber of 1, 2 and 4 workers, and on a plain thread.
 template <class F>

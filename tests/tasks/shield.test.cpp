@@ -20,21 +20,9 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int kDeadline = static_cast<int>(errc::deadline_exceeded);
-constexpr int kCancelled = static_cast<int>(errc::cancelled);
-
-// on_each() runs body on a pool fiber of 1, 2 and 4 workers, and on a plain thread.
-template <class F>
-void on_each(F body) {
-  const unsigned threads = GENERATE(0u, 1u, 2u, 4u);
-  CAPTURE(threads);
-  if (threads == 0) {
-    body();
-  } else {
-    weft::executor ex(threads);
-    ex.run(body);
-  }
-}
+using test::kCancelled;
+using test::kDeadline;
+using test::on_each;
 
 std::optional<clock_type::time_point> deadline_now() {
   return weft::this_fiber::deadline();
