@@ -11,7 +11,8 @@
 // resumes. A pending operation is a cancellation point: when the fiber's group is cancelled
 // or its deadline passes, the operation is cancelled through Asio's per-operation
 // cancellation (the request runs on the operation's executor -- for an initiation without
-// one, on io_context(ex) of the calling fiber's executor), and the call throws
+// one, on io_context(ex) of the calling fiber's executor -- and never while a handler of the
+// operation runs: see op_executor), and the call throws
 // weft::error(cancelled or deadline_exceeded) once the operation has finished (the I/O object
 // stays usable). The deadline always wins on time: an operation that cannot be cancelled (no
 // cancellation handler in its slot: Asio 1.81's resolver, a user's initiation that ignores
@@ -31,7 +32,9 @@
 
 #include <atomic>
 #include <exception>
+#include <memory>
 #include <optional>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -40,8 +43,16 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/execution/allocator.hpp>
+#include <boost/asio/execution/blocking.hpp>
+#include <boost/asio/execution/executor.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/execution/relationship.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/require.hpp>
 #include <boost/asio/system_executor.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
@@ -66,13 +77,18 @@ namespace detail {
 
 struct waiter;
 
+// caller_pool_io() is the io_context weft runs for the calling fiber's executor (io_context(ex))
+// once it is made; nullptr before, and on a plain thread.
+const boost::asio::io_context* caller_pool_io() noexcept;
+
 // io_wait is a pending operation as both sides see it: the waiting caller, the completion
 // handler and a cancellation request each hold a reference, and the last one frees it. It is
 // on the heap, not on the caller's stack, so that a caller whose deadline passed can leave
 // while an operation that cannot be cancelled is still running (wait_io): the late
 // completion then touches only this.
 struct io_wait {
-  explicit io_wait(boost::asio::any_io_executor ex) : io_executor(std::move(ex)) {}
+  explicit io_wait(boost::asio::any_io_executor ex)
+      : io_executor(std::move(ex)), pool_io(caller_pool_io()) {}
   io_wait(const io_wait&) = delete;
   io_wait& operator=(const io_wait&) = delete;
 
@@ -95,6 +111,18 @@ struct io_wait {
   std::exception_ptr failure;   // what escaped from the operation (a completion condition)
   boost::asio::cancellation_signal signal;
   boost::asio::any_io_executor io_executor;  // where the cancellation request must run
+  // The io_context weft runs for the caller's executor, if any: it never runs out of work
+  // (weft holds a work guard on it), so tracking work on it changes nothing (op_executor).
+  const boost::asio::io_context* pool_io;
+
+  // Every handler of the operation -- each step of a composed one, the completion -- runs
+  // holding step_lock (op_executor), and so does the cancellation request's emit: Asio's
+  // cancellation signals, slots and states are not thread-safe, and weft's io_context runs
+  // the handlers on any worker. step_owner is the thread holding it, so that a handler the
+  // operation dispatches from inside another of its handlers runs there and then instead of
+  // waiting for itself (as a strand does).
+  spinlock step_lock;
+  std::atomic<std::thread::id> step_owner{};
 
  protected:
   virtual ~io_wait() = default;
@@ -115,6 +143,212 @@ void handler_dropped(io_wait* w) noexcept;
 // initiation has no executor: the calling fiber's executor's io_context if it has one (the
 // operation most likely runs there), else Asio's system executor.
 boost::asio::any_io_executor cancel_executor();
+
+// step_guard holds w's step lock for one handler of its operation (or the cancellation
+// request), unless this thread holds it already: then the handler is nested in another one.
+// A handler never suspends a fiber, so a thread is a sound owner.
+class step_guard {
+ public:
+  explicit step_guard(io_wait* w) noexcept : w_(w) {
+    if (w == nullptr) return;
+    const std::thread::id self = std::this_thread::get_id();
+    if (!w->step_lock.try_lock()) {
+      // Only this thread stores its own id, and clears it before it unlocks: relaxed is enough.
+      if (w->step_owner.load(std::memory_order_relaxed) == self) {
+        w_ = nullptr;
+        return;
+      }
+      w->step_lock.lock();
+    }
+    w->step_owner.store(self, std::memory_order_relaxed);
+  }
+  step_guard(const step_guard&) = delete;
+  step_guard& operator=(const step_guard&) = delete;
+  ~step_guard() {
+    if (w_ != nullptr) {
+      w_->step_owner.store(std::thread::id(), std::memory_order_relaxed);
+      w_->step_lock.unlock();
+    }
+  }
+
+ private:
+  io_wait* w_;
+};
+
+// wait_ref is one reference to an io_wait.
+class wait_ref {
+ public:
+  explicit wait_ref(io_wait* w) noexcept : w_(w) {
+    if (w != nullptr) w->retain();
+  }
+  wait_ref(wait_ref&& o) noexcept : w_(std::exchange(o.w_, nullptr)) {}
+  wait_ref& operator=(wait_ref&&) = delete;
+  ~wait_ref() {
+    if (w_ != nullptr) w_->release();
+  }
+  io_wait* get() const noexcept { return w_; }
+
+ private:
+  io_wait* w_;
+};
+
+// run_step() runs f, a handler of w's operation, at once under w's step lock. The lock
+// outlives f, which may be the completion, after which the caller may free w: hence the
+// reference.
+template <class F>
+void run_step(io_wait* w, F&& f) {
+  const wait_ref keep(w);
+  const step_guard step(w);
+  if constexpr (std::is_rvalue_reference_v<F&&> && !std::is_const_v<std::remove_reference_t<F>>) {
+    f();  // handed over: run where it is, as Asio runs a completion
+  } else {
+    std::decay_t<F> run(f);  // an executor owns what it runs
+    run();
+  }
+}
+
+// serialized_step is a handler of w's operation handed to the underlying executor, to run
+// later or elsewhere: under w's step lock, with a reference for the same reason.
+template <class F>
+class serialized_step {
+ public:
+  template <class G>
+  serialized_step(io_wait* w, G&& f) : keep_(w), f_(std::forward<G>(f)) {}
+  void operator()() {
+    const step_guard step(keep_.get());
+    f_();
+  }
+
+ private:
+  wait_ref keep_;  // declared first: released after f_ is destroyed
+  F f_;
+};
+
+// property_kind<P>: what requiring or preferring P leaves of op_executor's two shortcuts below.
+template <class P>
+struct property_kind {
+  static constexpr bool keeps_inline = false;   // an io_context executor still runs at once
+  static constexpr bool no_op_on_pool = false;  // preferring it changes nothing on weft's
+};
+template <class P>
+requires std::is_same_v<P, boost::asio::execution::outstanding_work_t::tracked_t> ||
+    std::is_same_v<P, boost::asio::execution::outstanding_work_t::untracked_t> ||
+    std::is_same_v<P, boost::asio::execution::relationship_t::fork_t> ||
+    std::is_same_v<P, boost::asio::execution::relationship_t::continuation_t> ||
+    std::is_same_v<P, boost::asio::execution::blocking_t::possibly_t>
+struct property_kind<P> {
+  static constexpr bool keeps_inline = true;
+  static constexpr bool no_op_on_pool = true;
+};
+template <class A>
+struct property_kind<boost::asio::execution::allocator_t<A>> {
+  static constexpr bool keeps_inline = true;
+  static constexpr bool no_op_on_pool =
+      std::is_same_v<A, void> || std::is_same_v<A, std::allocator<void>>;
+};
+
+// op_executor is the executor associated with use_fiber's completion handler: the executor the
+// operation would have used (the I/O object's), whose every function -- Asio runs each step of
+// a composed operation and the completion through the handler's associated executor -- holds
+// the operation's step lock, so that the cancellation request (src/io/asio.cpp), holding it
+// too, never emits while one of them re-arms or clears the cancellation slot. Properties and
+// queries go to the underlying executor. It lives as long as the operation: nothing but the
+// operation's own handlers runs through it.
+//
+// A strand would serialize them too, at the price of an allocation per operation and a trip
+// through its queue per handler; this lock is in state weft allocates anyway, and an operation
+// that is not cancelled finds it free. What else it costs is kept small: a handler Asio would
+// run at once (an io_context's executor, possibly blocking, on one of that io_context's threads)
+// runs at once, without going through any_io_executor's type erasure (an allocation); and on
+// weft's own io_context the properties Asio prefers for every handler -- work tracking, the
+// default allocator -- are skipped instead of making new type-erased executors. Counted with
+// callgrind: ~290 instructions per operation more than before on weft's io_context, ~400 on
+// another (docs/io.md).
+template <class Executor>
+class op_executor {
+ public:
+  // native: ex's io_context when ex runs a function at once on that io_context's threads;
+  // pool: native is weft's own.
+  op_executor(Executor ex, io_wait* w, boost::asio::io_context* native, bool pool) noexcept
+      : ex_(std::move(ex)), w_(w), native_(native), pool_(pool) {}
+
+  template <class F>
+  void execute(F&& f) const {
+    if (native_ != nullptr && native_->get_executor().running_in_this_thread()) {
+      // What the io_context's executor does itself, but for catching an exception to rethrow
+      // it from run(): it leaves the handler as it did before use_fiber had an executor.
+      run_step(w_, std::forward<F>(f));
+      return;
+    }
+    ex_.execute(serialized_step<std::decay_t<F>>(w_, std::forward<F>(f)));
+  }
+
+  template <class Property>
+  requires boost::asio::can_query<const Executor&, Property>::value decltype(auto) query(
+      const Property& p) const
+      noexcept(boost::asio::is_nothrow_query<const Executor&, Property>::value) {
+    return boost::asio::query(ex_, p);
+  }
+
+  template <class Property>
+  requires boost::asio::can_require<const Executor&, Property>::value auto require(
+      const Property& p) const
+      -> op_executor<
+          std::decay_t<typename boost::asio::require_result<const Executor&, Property>::type>> {
+    constexpr bool keep = property_kind<std::decay_t<Property>>::keeps_inline;
+    return {boost::asio::require(ex_, p), w_, keep ? native_ : nullptr, keep && pool_};
+  }
+
+  template <class Property>
+  requires boost::asio::can_prefer<const Executor&, Property>::value auto prefer(const Property& p)
+      const -> op_executor<
+          std::decay_t<typename boost::asio::prefer_result<const Executor&, Property>::type>> {
+    using kind = property_kind<std::decay_t<Property>>;
+    if constexpr (kind::no_op_on_pool &&
+                  std::is_same_v<std::decay_t<typename boost::asio::prefer_result<const Executor&,
+                                                                                  Property>::type>,
+                                 Executor>) {
+      if (pool_) return *this;  // (a preference may be ignored)
+    }
+    return {boost::asio::prefer(ex_, p), w_, kind::keeps_inline ? native_ : nullptr,
+            kind::keeps_inline && pool_};
+  }
+
+  friend bool operator==(const op_executor& a, const op_executor& b) noexcept {
+    return a.w_ == b.w_ && a.ex_ == b.ex_;
+  }
+
+ private:
+  Executor ex_;
+  io_wait* w_;
+  boost::asio::io_context* native_;
+  bool pool_;
+};
+
+// handler_executor() is the associated executor of a use_fiber handler of w, for an operation
+// whose default is ex; an executor of the older Networking TS model (no execute()) stays as
+// it is.
+template <class Executor>
+using handler_executor_t = std::conditional_t<boost::asio::execution::is_executor<Executor>::value,
+                                              op_executor<Executor>, Executor>;
+
+template <class Executor>
+handler_executor_t<Executor> handler_executor(const Executor& ex, io_wait* w) noexcept {
+  if constexpr (boost::asio::execution::is_executor<Executor>::value) {
+    boost::asio::io_context* native = nullptr;
+    if constexpr (std::is_same_v<Executor, boost::asio::io_context::executor_type>) {
+      native = &ex.context();
+    } else if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+      if (const auto* io = ex.template target<boost::asio::io_context::executor_type>()) {
+        native = &io->context();
+      }
+    }
+    const bool pool = native != nullptr && w != nullptr && native == w->pool_io;
+    return op_executor<Executor>(ex, w, native, pool);
+  } else {
+    return ex;
+  }
+}
 
 // io_state keeps what the operation completes with.
 template <class... Args>
@@ -139,6 +373,7 @@ class fiber_handler {
   cancellation_slot_type get_cancellation_slot() const noexcept {
     return state_ != nullptr ? state_->signal.slot() : cancellation_slot_type();
   }
+  io_wait* wait_state() const noexcept { return state_; }  // for its associated executor
 
   template <class... B>
   void operator()(B&&... args) {
@@ -234,6 +469,17 @@ typename signature_parts<Args...>::result::type run_io(boost::system::error_code
 }  // namespace weft
 
 namespace boost::asio {
+
+// use_fiber's handler runs where the operation would have run it, under the operation's step
+// lock (weft::detail::op_executor).
+template <class... Args, class Executor>
+struct associated_executor<weft::detail::fiber_handler<Args...>, Executor> {
+  using type = weft::detail::handler_executor_t<Executor>;
+  static type get(const weft::detail::fiber_handler<Args...>& h,
+                  const Executor& ex = Executor()) noexcept {
+    return weft::detail::handler_executor(ex, h.wait_state());
+  }
+};
 
 template <class R, class... Args>
 class async_result<weft::use_fiber_t, R(Args...)> {

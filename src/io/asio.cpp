@@ -33,9 +33,12 @@ namespace {
 constinit thread_local bool in_reactor_handlers = false;
 thread_local std::vector<io_wait*> dropped_by_unwinding;
 
-// cancel_request asks an operation to cancel, on the operation's own executor: Asio's
-// cancellation signals are not thread-safe. Destroyed without running (its io_context went
-// away), it still lets the caller go.
+// cancel_request asks an operation to cancel. Asio's cancellation signals are not
+// thread-safe: it runs on the operation's own executor (an I/O object on a strand has its
+// handlers there), and holds the operation's step lock, which every handler of the operation
+// holds while it runs (op_executor in weft/asio.hpp) -- weft's io_context runs on every
+// worker, so its executor alone orders nothing. Destroyed without running (its io_context
+// went away), it still lets the caller go.
 class cancel_request {
  public:
   explicit cancel_request(io_wait* w) noexcept : w_(w) { w->retain(); }
@@ -43,11 +46,25 @@ class cancel_request {
   cancel_request& operator=(cancel_request&&) = delete;
   ~cancel_request() { release(false); }
   void operator()() {
-    // No handler in the slot: the operation does not support per-operation cancellation (a
-    // resolver, a user's initiation that ignores the slot). Nothing can stop it, so the caller
-    // does not wait for it.
-    const bool stoppable = w_->signal.slot().has_handler();
-    if (stoppable) w_->signal.emit(boost::asio::cancellation_type::terminal);
+    bool stoppable = true;
+    {
+      const step_guard step(w_);
+      bool over;
+      {
+        std::lock_guard<spinlock> g(w_->lock);
+        over = w_->done;
+      }
+      // Over: the completion ran (it sets done under the step lock) while this request was on
+      // its way. Nothing to stop, and the handlers left in the slot belong to an operation that
+      // is gone, on an I/O object its caller may have destroyed since: no emit.
+      if (!over) {
+        // No handler in the slot: the operation does not support per-operation cancellation (a
+        // resolver, a user's initiation that ignores the slot). Nothing can stop it, so the
+        // caller does not wait for it.
+        stoppable = w_->signal.slot().has_handler();
+        if (stoppable) w_->signal.emit(boost::asio::cancellation_type::terminal);
+      }
+    }
     release(!stoppable);
   }
 
@@ -255,6 +272,14 @@ class io_runner final : public pool_service, public reactor {
 };
 
 thread_local std::vector<worker_slot*> io_runner::taken_interrupts;
+
+const boost::asio::io_context* caller_pool_io() noexcept {
+  if (fiber_record* self = current_record()) {
+    // io_runner is the only reactor.
+    if (reactor* r = self->owner.current_reactor()) return &static_cast<io_runner*>(r)->io();
+  }
+  return nullptr;
+}
 
 boost::asio::any_io_executor cancel_executor() {
   if (fiber_record* self = current_record()) {
