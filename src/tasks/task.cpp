@@ -66,10 +66,18 @@ void task_base::drop_handle() noexcept {
 }
 
 void task_base::rethrow_failure() {
-  if (failure) {
+  std::exception_ptr e;
+  {
+    std::lock_guard<spinlock> g(lock);
+    if (!failure) return;
     retrieved = true;
-    std::rethrow_exception(failure);
+    // Moved out: the exception then dies on the getter's thread, where it was caught. Left in
+    // the task, its last reference could go with the task on the fiber's worker, through
+    // libstdc++'s reference count that ThreadSanitizer does not see -- a reported race between
+    // the catcher's reads and that free (deadline.test under TSan).
+    e = std::move(failure);
   }
+  std::rethrow_exception(std::move(e));
 }
 
 task_base::~task_base() {
