@@ -41,7 +41,7 @@ constexpr std::chrono::microseconds kStallAfter{200};
 // An idle worker spins -- looks for work -- this long before it goes to sleep, and pauses
 // this many times between looks. A look reads the cache lines that busy workers write on each
 // switch: looking every ~20 ns (one pause) made a ping-pong between two fibers on one worker
-// 4-5x slower than with the other worker asleep; every ~1.3 us it costs that worker a miss
+// of two 4-5x slower than on a pool of one; every ~1.3 us it costs that worker a miss
 // now and then. While any worker spins nobody is woken for new work (pool::wake_for), so
 // the spin is long enough to span many hand-overs: a wake-up is a system call on the
 // waker's path.
