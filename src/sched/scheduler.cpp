@@ -553,12 +553,16 @@ bool algorithm::spin() noexcept {
     if ((found = work_visible(false))) break;
     // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time
     // so that new work waits for one batch at most -- until none is left (trim() takes the
-    // stack pool's lock, which spawning workers need).
-    if (!trimming || !(trimming = pool_.stacks.trim(64))) {
+    // stack pool's lock, which spawning workers need). The spin lasts as long as there is
+    // trimming to do: a worker that slept with stacks left untrimmed would keep their pages
+    // until the next burst (stress test: 389 MiB still resident after 20k fibers ended).
+    if (trimming) {
+      trimming = pool_.stacks.trim(64);
+    } else {
       for (unsigned i = 0; i < kPausesPerLook; ++i)
         spin_pause();
     }
-    if (std::chrono::steady_clock::now() >= until) break;
+    if (!trimming && std::chrono::steady_clock::now() >= until) break;
   }
   // Past its spin: a fiber another worker left to run next while it has not switched since
   // the spin began is taken (that worker computes, or its thread lost the CPU); the next pick
