@@ -96,12 +96,21 @@ struct boost_chan {
   std::optional<boost::fibers::buffered_channel<T>> buf;
 };
 
+// running_thread() is the thread running the caller now. Not std::this_thread::get_id()
+// inline: glibc declares pthread_self() const, so the compiler read it once per loop, before
+// the fiber's first switch, and a fiber that moved workers went on reporting its old thread
+// (the ping-pong's hops counted as 100% crossing while both fibers shared one worker).
+[[gnu::noinline]] std::thread::id running_thread() {
+  asm volatile("" ::: "memory");
+  return std::this_thread::get_id();
+}
+
 struct hop_counter {
   std::atomic<std::thread::id> last{};
   std::atomic<long> crossed{0};
-  void sent() { last.store(std::this_thread::get_id(), std::memory_order_relaxed); }
+  void sent() { last.store(running_thread(), std::memory_order_relaxed); }
   void received() {
-    if (last.load(std::memory_order_relaxed) != std::this_thread::get_id())
+    if (last.load(std::memory_order_relaxed) != running_thread())
       crossed.fetch_add(1, std::memory_order_relaxed);
   }
 };
