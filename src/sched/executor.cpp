@@ -210,7 +210,8 @@ worker_stats pool::worker_counters(unsigned i) const noexcept {
   c.spawned = w.spawned.load(std::memory_order_relaxed);
   c.steals = w.steals.load(std::memory_order_relaxed);
   c.sleeps = w.sleeps.load(std::memory_order_relaxed);
-  c.ready_fibers = w.ready_size.load(std::memory_order_relaxed);
+  c.ready_fibers = w.ready_size.load(std::memory_order_relaxed) +
+                   (w.run_next.load(std::memory_order_relaxed) != nullptr ? 1 : 0);
   return c;
 }
 
@@ -420,7 +421,7 @@ void pool::queue_from_outside(worker_slot& target, boost::fibers::context* ctx) 
 }
 
 void pool::queue_to_run_next(worker_slot& target, boost::fibers::context* ctx) noexcept {
-  push_ready(target, ctx, false, true);
+  push_run_next(target, ctx);
   // The target is likely busy and runs it at its next switch; if it computes instead, an idle
   // worker takes it (algorithm::take_stuck_run_next), and one must be awake or spinning to.
   wake_for(size());

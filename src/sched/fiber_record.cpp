@@ -5,7 +5,6 @@
 #include <cxxabi.h>
 #include <time.h>
 
-#include <thread>
 #include <utility>
 
 #include <boost/fiber/context.hpp>
@@ -78,30 +77,6 @@ void fiber_record::main() noexcept {
   owner.fiber_finished();
 }
 
-namespace {
-
-// locked() takes a Boost spinlock without calling its lock(): that function reserves a 5 KB
-// frame (room for the std::random_device that seeds its back-off, made once per thread), and
-// the compiler's stack-clash probes touch it, so every fiber that parked kept a second stack
-// page resident -- 4 KiB more per idle fiber (a server holds one per open connection).
-// try_lock() is one exchange with no frame to speak of. (Boost still calls that lock() once
-// per fiber, in context::terminate() at the fiber's end: a fiber that ends touches its
-// second page then -- for a fresh stack, a page fault at the end instead of at the first park.)
-boost::fibers::detail::spinlock_lock locked(boost::fibers::detail::spinlock& s) noexcept {
-  for (unsigned tries = 1; !s.try_lock(); ++tries) {
-    // The holder may have lost its CPU: after a short spin, let it run (Boost's lock() backs
-    // off the same way).
-    if (tries % 64 == 0) {
-      std::this_thread::yield();
-    } else {
-      spin_pause();
-    }
-  }
-  return boost::fibers::detail::spinlock_lock(s, std::adopt_lock);
-}
-
-}  // namespace
-
 void fiber_record::report_unhandled(std::exception_ptr e) noexcept {
   owner.unhandled->report(std::move(e));
 }
@@ -115,25 +90,33 @@ void fiber_record::wake_releasing(std::atomic<bool>& done) noexcept {
 }
 
 void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
-  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
-  woken_ = true;
-  if (park_ == park_state::parked) {
-    park_ = park_state::running;
-    lk.unlock();
-    // The fiber cannot end meanwhile: whoever calls wake() holds the lock the fiber needs to
-    // leave its wait (park_timers' own, for a deadline), or has not set done yet.
-    requeue(done);
-    return;
+  std::uint8_t s = park_state_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s & state_mask) == parked) {
+      if (park_state_.compare_exchange_weak(s, running, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+        // Ours to queue. The fiber cannot end meanwhile: whoever calls wake() holds the lock
+        // the fiber needs to leave its wait (park_timers' own, for a deadline), or has not
+        // set done yet.
+        requeue(done);
+        return;
+      }
+      continue;
+    }
+    if ((s & woken) != 0) break;  // woken already: whoever acts on it queues the fiber
+    // running: park() sees woken before it suspends; parking: settle() sees it.
+    note_waker();
+    if (park_state_.compare_exchange_weak(s, s | woken, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+      break;
+    }
   }
-  // running: park() sees woken_ before it suspends; parking: settle() sees it.
-  note_waker();
-  lk.unlock();
   if (done != nullptr) done->store(true, std::memory_order_release);
 }
 
 void fiber_record::note_waker() noexcept {
-  if (park_ != park_state::parked && tl_pool == &owner && current_record() != nullptr) {
-    waker_ = tl_slot;
+  if (tl_pool == &owner && current_record() != nullptr) {
+    waker_.store(tl_slot, std::memory_order_relaxed);
   }
 }
 
@@ -157,17 +140,18 @@ void fiber_record::requeue(std::atomic<bool>* done) noexcept {
 }
 
 void fiber_record::settle(algorithm& here) noexcept {
-  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
-  WEFT_ASSERT(park_ == park_state::parking, "a fiber settled that was not parking");
+  WEFT_ASSERT((park_state_.load(std::memory_order_relaxed) & state_mask) == parking,
+              "a fiber settled that was not parking");
   ctx_->detach();
   home_ = &here.slot();
-  if (!woken_) {
-    park_ = park_state::parked;
+  std::uint8_t s = parking;
+  if (park_state_.compare_exchange_strong(s, parked, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
     return;
   }
-  park_ = park_state::running;
-  worker_slot* const to = std::exchange(waker_, nullptr);
-  lk.unlock();
+  // Woken while parking (no other wake-up changes the state meanwhile: they see woken).
+  park_state_.store(running, std::memory_order_relaxed);
+  worker_slot* const to = waker_.exchange(nullptr, std::memory_order_relaxed);
   if (to == nullptr || to == &here.slot()) {
     requeue();  // on `here`: this runs on its thread
     return;
@@ -178,46 +162,51 @@ void fiber_record::settle(algorithm& here) noexcept {
   owner.queue_to_run_next(*to, ctx_);
 }
 
-void fiber_record::move_to_waker(boost::fibers::detail::spinlock_lock& lk) noexcept {
-  if (waker_ == nullptr || waker_ == tl_slot) return;
+void fiber_record::woken_early() noexcept {
+  worker_slot* const to = waker_.load(std::memory_order_relaxed);
+  if (to == nullptr || to == tl_slot) return;
   // Woken before it could park, by a fiber running on another worker: it moves there (to run
   // next) as if it had parked, like Go's receiver, which a sender always finds parked and
   // readies on its own processor. Went on here instead, two fibers that wake each other in
   // turn stayed on two workers: every hand-over crossed threads (1.5x Go's ping-pong).
-  park_ = park_state::parking;
-  lk.unlock();
+  // A plain store: every other wake-up sees woken and leaves the state alone.
+  park_state_.store(parking | woken, std::memory_order_relaxed);
   tl_slot->algo->note_parking(this);
   ctx_->suspend();
   resumed();
-  lk = locked(park_lock_);
-  park_ = park_state::running;
 }
 
 void fiber_record::park(const clock::time_point* deadline, bool cancellable) {
   // A cancellable wait ends at the scope's deadline too; the caller then sees is_cancelled().
   clock::time_point limit;
   if (cancellable) deadline = wait_limit(deadline, scope, limit);
-  boost::fibers::detail::spinlock_lock lk = locked(park_lock_);
-  if (woken_) {
-    move_to_waker(lk);
+  std::uint8_t s = park_state_.load(std::memory_order_acquire);
+  if ((s & woken) != 0) {
+    woken_early();
   } else if (!(cancellable && is_cancelled(scope))) {
-    park_ = park_state::parking;
-    waker_ = nullptr;
-    lk.unlock();
-    // Until its worker settles it, a wake() only sets woken_: nobody schedules the fiber
-    // while it may still be on-CPU.
-    algorithm& here = *tl_slot->algo;
-    if (deadline != nullptr && here.slot().timers.add(*this, *deadline)) {
-      owner.timer_filed(*deadline);
+    if (park_state_.compare_exchange_strong(s, parking, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+      // Until its worker settles it, a wake() only sets woken: nobody schedules the fiber
+      // while it may still be on-CPU.
+      algorithm& here = *tl_slot->algo;
+      if (deadline != nullptr && here.slot().timers.add(*this, *deadline)) {
+        owner.timer_filed(*deadline);
+      }
+      here.note_parking(this);
+      ctx_->suspend();
+      resumed();
+      // Before the fiber can leave (and its record go): the deadline must not fire any more.
+      if (deadline != nullptr) timer_home->remove(*this);
+    } else {
+      woken_early();  // a wake-up came between the load and the compare-and-swap
     }
-    here.note_parking(this);
-    ctx_->suspend();
-    resumed();
-    // Before the fiber can leave (and its record go): the deadline must not fire any more.
-    if (deadline != nullptr) timer_home->remove(*this);
-    lk = locked(park_lock_);
-    park_ = park_state::running;
   }
-  woken_ = false;
+  // Whatever woke it is what the caller checks next; a wake-up that came since only makes a
+  // later park() return early (callers loop), so it is dropped here. The state is running:
+  // only this fiber moves it out of running.
+  if ((park_state_.load(std::memory_order_relaxed) & woken) != 0) {
+    park_state_.fetch_and(static_cast<std::uint8_t>(~woken), std::memory_order_acq_rel);
+  }
 }
+
 }  // namespace weft::detail

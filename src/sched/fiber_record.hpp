@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdint>
 
-#include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/properties.hpp>
 #include <boost/intrusive/set_hook.hpp>
 
@@ -201,30 +200,36 @@ class fiber_record final : public boost::fibers::fiber_properties,
 
  private:
   // note_waker() records the calling worker as waker_ if a fiber of the pool running there
-  // wakes this one before it parked; under park_lock_.
+  // wakes this one before it parked.
   void note_waker() noexcept;
-  // move_to_waker() is what a fiber woken before it parked does (lk: park_lock_, held): if
-  // a fiber on another worker woke it, it suspends and resumes there, to run next.
-  void move_to_waker(boost::fibers::detail::spinlock_lock& lk) noexcept;
+  // woken_early() is park() for a fiber woken before it could park: if a fiber on another
+  // worker woke it, it suspends and resumes there, to run next.
+  void woken_early() noexcept;
   // wake_and_release() is wake(), and sets *done (if given) as wake_releasing() says.
   void wake_and_release(std::atomic<bool>* done) noexcept;
-  // requeue() makes a fiber woken from park_state::parked ready on a worker of its pool.
+  // requeue() makes a fiber woken from parked ready on a worker of its pool.
   // done, if given, is set once nothing of this record is touched any more.
   void requeue(std::atomic<bool>* done = nullptr) noexcept;
 
-  enum class park_state : unsigned char {
-    running,  // on a worker (or queued after a wake)
-    parking,  // parked, not yet settle()d by its worker
-    parked    // detached, in no queue: wake() queues it
-  };
-  boost::fibers::detail::spinlock park_lock_;  // guards the three below
-  bool woken_ = false;
-  park_state park_ = park_state::running;
-  worker_slot* home_ = nullptr;  // the worker it parked on: woken from outside, it goes there
+  // The park state, one atomic word: a wake-up and the park it ends race with one
+  // compare-and-swap each, not under a lock (a hand-over between two fibers took that lock
+  // four times; its locked instructions were most of the hand-over's cost).
+  //   running  on a worker, or queued after a wake-up
+  //   parking  suspending: off-CPU soon, not yet settle()d by its worker
+  //   parked   detached, in no queue: the wake() that moves it to running queues it
+  //   woken    (with running or parking) a wake-up came before it parked: park() returns
+  //            at once, settle() queues it
+  static constexpr std::uint8_t running = 0, parking = 1, parked = 2, state_mask = 3,
+                                woken = 4;
+  std::atomic<std::uint8_t> park_state_{running};
+  // The worker it parked on: woken from outside, it goes there. Written by settle() before
+  // the state becomes parked, read by the wake() that takes it out of parked.
+  worker_slot* home_ = nullptr;
   // A worker whose running fiber woke it before it parked, or while it was still parking:
   // settle() queues it there (to run next) rather than where it parked, so two fibers that
-  // wake each other faster than their workers settle them still end up on one worker.
-  worker_slot* waker_ = nullptr;
+  // wake each other faster than their workers settle them still end up on one worker. Written
+  // before the wake-up's compare-and-swap that sets woken; taken by whoever acts on woken.
+  std::atomic<worker_slot*> waker_{nullptr};
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};
   std::atomic<bool> queued_{false};

@@ -114,13 +114,8 @@ void algorithm::settle_now() noexcept {
   std::exchange(parking_, nullptr)->settle(*this);
 }
 
-std::size_t push_ready(worker_slot& w, context* ctx, bool behind, bool run_next) noexcept {
+std::size_t push_ready(worker_slot& w, context* ctx, bool behind) noexcept {
   std::lock_guard<spinlock> g(w.lock);
-  // Only the fiber on top can be next; whatever goes on top now replaces the one before.
-  if (run_next || !behind) {
-    w.run_next = run_next ? ctx : nullptr;
-    w.has_run_next.store(run_next, std::memory_order_relaxed);
-  }
   if (behind) {
     w.ready.push_bottom(ctx);
     if (fiber_record* rec = record_of(ctx)) {
@@ -142,10 +137,6 @@ std::size_t push_ready(worker_slot& w, context* ctx, bool behind, bool run_next)
 }
 
 void dequeued(worker_slot& w, context* ctx) noexcept {
-  if (ctx == w.run_next) {
-    w.run_next = nullptr;
-    w.has_run_next.store(false, std::memory_order_relaxed);
-  }
   if (fiber_record* rec = record_of(ctx)) {
     rec->note_dequeued();
     if (std::exchange(rec->queued_behind, false)) {
@@ -155,11 +146,38 @@ void dequeued(worker_slot& w, context* ctx) noexcept {
   }
 }
 
+void push_run_next(worker_slot& w, context* ctx) noexcept {
+  // seq_cst for the same pairing with sleepers as push_ready()'s ready_size.
+  if (context* before = w.run_next.exchange(ctx, std::memory_order_seq_cst)) {
+    push_ready(w, before, false);
+  }
+}
+
+context* take_run_next(worker_slot& w) noexcept {
+  if (w.run_next.load(std::memory_order_relaxed) == nullptr) return nullptr;
+  context* c = w.run_next.exchange(nullptr, std::memory_order_acquire);
+  if (c != nullptr) {
+    if (fiber_record* rec = record_of(c)) rec->note_dequeued();
+  }
+  return c;
+}
+
 void algorithm::queue(context* ctx, bool fifo, bool run_next) noexcept {
-  const std::size_t ready = push_ready(self_, ctx, fifo, run_next && !fifo && !in_reactor_);
-  // A fiber woken by a completion this worker runs is taken by this worker as soon as the
-  // handlers are done; a sleeper is woken for the second one on.
-  if (in_reactor_ && ready == 1) return;
+  if (run_next && !fifo && !in_reactor_) {
+    push_run_next(self_, ctx);
+  } else if (!fifo && self_.run_next.load(std::memory_order_relaxed) != nullptr) {
+    // Newest first, as before run_next had a slot of its own: a fiber queued on top (a child
+    // just spawned) runs before the one a fiber woke earlier.
+    if (context* before = take_run_next(self_)) {
+      if (fiber_record* rec = record_of(before)) rec->note_queued();
+      push_ready(self_, before, false);
+    }
+    push_ready(self_, ctx, false);
+  } else if (push_ready(self_, ctx, fifo) == 1 && in_reactor_) {
+    // A fiber woken by a completion this worker runs is taken by this worker as soon as the
+    // handlers are done; a sleeper is woken for the second one on.
+    return;
+  }
   pool_.wake_for(index_);
 }
 
@@ -197,17 +215,26 @@ void algorithm::awakened(context* ctx) noexcept {
 }
 
 context* algorithm::take_local() noexcept {
-  if (self_.ready_size.load(std::memory_order_relaxed) == 0) return nullptr;
-  std::lock_guard<spinlock> g(self_.lock);
-  if (self_.ready.empty()) return nullptr;
-  context* c = (ticks_ % kFairEvery == 0) ? self_.ready.pop_bottom() : self_.ready.pop_top();
-  self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
-  dequeued(self_, c);
-  note_stealable(self_);
-  return c;
+  // Now and then the oldest ready fiber goes first, so that two fibers handing over to each
+  // other through run_next do not starve the others.
+  const bool oldest_first = ticks_ % kFairEvery == 0;
+  if (!oldest_first) {
+    if (context* c = take_run_next(self_)) return c;
+  }
+  if (self_.ready_size.load(std::memory_order_relaxed) != 0) {
+    std::lock_guard<spinlock> g(self_.lock);
+    if (!self_.ready.empty()) {
+      context* c = oldest_first ? self_.ready.pop_bottom() : self_.ready.pop_top();
+      self_.ready_size.store(self_.ready.size(), std::memory_order_relaxed);
+      dequeued(self_, c);
+      note_stealable(self_);
+      return c;
+    }
+  }
+  return oldest_first ? take_run_next(self_) : nullptr;
 }
 
-context* algorithm::steal_from(unsigned v, bool behind_only, bool take_run_next) noexcept {
+context* algorithm::steal_from(unsigned v, bool behind_only) noexcept {
   worker_slot& victim = pool_.worker(v);
   if ((behind_only ? std::size_t{victim.waiting_behind.load(std::memory_order_relaxed)}
                    : victim.ready_size.load(std::memory_order_relaxed)) == 0) {
@@ -215,8 +242,7 @@ context* algorithm::steal_from(unsigned v, bool behind_only, bool take_run_next)
   }
   std::lock_guard<spinlock> g(victim.lock);
   if (victim.ready.empty() ||
-      (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0) ||
-      (!take_run_next && victim.ready.bottom() == victim.run_next)) {
+      (behind_only && victim.waiting_behind.load(std::memory_order_relaxed) == 0)) {
     return nullptr;
   }
   context* c = victim.ready.pop_bottom();
@@ -405,7 +431,8 @@ void algorithm::take_over(context* next) noexcept {
 bool algorithm::work_visible(bool everywhere) noexcept {
   if (self_.remote_pending.load(std::memory_order_seq_cst) || main_ready_ ||
       (main_parked_ && pool_.main_wanted()) ||
-      self_.ready_size.load(std::memory_order_seq_cst) != 0) {
+      self_.ready_size.load(std::memory_order_seq_cst) != 0 ||
+      self_.run_next.load(std::memory_order_seq_cst) != nullptr) {
     return true;
   }
   const unsigned n = pool_.size();
@@ -416,7 +443,8 @@ bool algorithm::work_visible(bool everywhere) noexcept {
     const worker_slot& w = pool_.worker((start + i) % n);
     // While it spins, a worker leaves another's run_next fiber to that worker; about to
     // sleep (everywhere), it counts it: a worker never sleeps while a fiber is ready.
-    if (everywhere ? w.ready_size.load(std::memory_order_seq_cst) != 0
+    if (everywhere ? (w.ready_size.load(std::memory_order_seq_cst) != 0 ||
+                      w.run_next.load(std::memory_order_seq_cst) != nullptr)
                    : w.stealable.load(std::memory_order_relaxed) != 0) {
       return true;
     }
@@ -440,7 +468,7 @@ void algorithm::note_run_next() noexcept {
   for (unsigned i = 0; i < looks && run_next_seen_count_ < run_next_seen_.size(); ++i) {
     const unsigned v = start + i < n ? start + i : start + i - n;
     const worker_slot& w = pool_.worker(v);
-    if (v != index_ && w.has_run_next.load(std::memory_order_relaxed)) {
+    if (v != index_ && w.run_next.load(std::memory_order_relaxed) != nullptr) {
       run_next_seen_[run_next_seen_count_++] = {v, w.switches.load(std::memory_order_relaxed)};
     }
   }
@@ -449,9 +477,12 @@ void algorithm::note_run_next() noexcept {
 context* algorithm::take_stuck_run_next() noexcept {
   for (unsigned i = 0; i < run_next_seen_count_; ++i) {
     const run_next_seen& seen = run_next_seen_[i];
-    const worker_slot& w = pool_.worker(seen.worker);
+    worker_slot& w = pool_.worker(seen.worker);
     if (w.switches.load(std::memory_order_relaxed) != seen.switches) continue;
-    if (context* c = steal_from(seen.worker, false, true)) return c;
+    if (context* c = take_run_next(w)) {
+      worker_slot::bump(self_.steals);
+      return c;
+    }
   }
   return nullptr;
 }
@@ -605,7 +636,8 @@ void algorithm::notify() noexcept {
 }
 
 bool algorithm::has_ready_fibers() const noexcept {
-  return self_.ready_size.load(std::memory_order_relaxed) != 0 || main_ready_ ||
+  return self_.ready_size.load(std::memory_order_relaxed) != 0 ||
+         self_.run_next.load(std::memory_order_relaxed) != nullptr || main_ready_ ||
          dispatcher_ != nullptr;
 }
 

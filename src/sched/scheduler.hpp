@@ -96,12 +96,13 @@ struct alignas(64) worker_slot {
   std::atomic<std::uint32_t> progress{0};
   std::atomic<bool> sleeping{false};
   std::atomic<bool> remote_pending{false};  // Boost queued a fiber woken from another thread
-  // run_next is the fiber that a fiber running here woke last, on top of `ready`: the owner
-  // runs it next (Go's runnext), so a hand-over between two fibers stays on one worker.
+  // run_next is the fiber that a fiber running here woke last, kept apart from `ready`: the
+  // owner runs it next (Go's runnext), so a hand-over between two fibers stays on one worker.
   // Idle workers leave it alone while they spin and take it only before they sleep (the
-  // owner may be computing). Written under lock; has_run_next is its lock-free hint.
-  boost::fibers::context* run_next = nullptr;
-  std::atomic<bool> has_run_next{false};
+  // owner may be computing). Lock-free, like Go's: put with one exchange (whose fence also
+  // orders it before the waker's look for sleepers), taken with another -- a ping-pong's
+  // hand-over no longer takes the queue's lock twice.
+  std::atomic<boost::fibers::context*> run_next{nullptr};
   // Fibers this worker switched to (written by it only): a worker whose count does not move
   // while another spins is computing, and its run_next fiber is taken.
   std::atomic<std::uint32_t> switches{0};
@@ -125,11 +126,11 @@ struct alignas(64) worker_slot {
 
   unsigned index = 0;  // of this worker in its pool
 
-  // How many of the ready fibers another worker may take now (all but run_next), for the
-  // spinning workers, on a line of its own and written only when it changes: a ping-pong
-  // between two fibers moves ready_size and run_next on every hand-over, and spinners that
-  // read those took the busy worker's line away each time (they still do, at their last look
-  // before they sleep, through ready_size). Written under lock.
+  // How many of the ready fibers another worker may take now (run_next is not among them),
+  // for the spinning workers, on a line of its own and written only when it changes: a
+  // ping-pong between two fibers moves run_next on every hand-over, and spinners that read
+  // it took the busy worker's line away each time (they still do, at their last look before
+  // they sleep). Written under lock.
   alignas(64) std::atomic<std::uint32_t> stealable{0};
 
   // What the other workers last saw of this one's progress, and since when (algorithm::
@@ -152,7 +153,7 @@ struct alignas(64) worker_slot {
 
 // note_stealable() refreshes w.stealable, with w.lock held.
 inline void note_stealable(worker_slot& w) noexcept {
-  const auto n = static_cast<std::uint32_t>(w.ready.size() - (w.run_next != nullptr ? 1 : 0));
+  const auto n = static_cast<std::uint32_t>(w.ready.size());
   if (w.stealable.load(std::memory_order_relaxed) != n) {
     w.stealable.store(n, std::memory_order_relaxed);
   }
@@ -161,9 +162,12 @@ inline void note_stealable(worker_slot& w) noexcept {
 // push_ready() queues the detached ctx on w -- at the bottom (behind the others) or the top
 // -- and returns how many fibers w has ready now; any thread. dequeued() is the bookkeeping
 // of every pop, with w.lock held.
-std::size_t push_ready(worker_slot& w, boost::fibers::context* ctx, bool behind,
-                       bool run_next = false) noexcept;
+std::size_t push_ready(worker_slot& w, boost::fibers::context* ctx, bool behind) noexcept;
 void dequeued(worker_slot& w, boost::fibers::context* ctx) noexcept;
+// push_run_next() makes the detached ctx w's run_next; the fiber it replaces goes on top of
+// w's ready fibers. Any thread. take_run_next() takes w's run_next, if it has one.
+void push_run_next(worker_slot& w, boost::fibers::context* ctx) noexcept;
+boost::fibers::context* take_run_next(worker_slot& w) noexcept;
 
 // io_wait_mark counts the calling pool fiber among the fibers waiting on I/O while it
 // exists (executor_stats::io_waiting); on a plain thread it does nothing. Each change is
@@ -225,10 +229,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   void fire_timers() noexcept;
   boost::fibers::context* steal() noexcept;
   // steal_from() takes victim's oldest ready fiber, if it has one (only one that waits
-  // behind, if behind_only).
-  // take_run_next makes the victim's run_next fiber fair game too.
-  boost::fibers::context* steal_from(unsigned victim, bool behind_only,
-                                     bool take_run_next = false) noexcept;
+  // behind, if behind_only); never its run_next.
+  boost::fibers::context* steal_from(unsigned victim, bool behind_only) noexcept;
   // note_run_next() remembers, during an idle spin, which workers have a run_next fiber and
   // how many switches they made; take_stuck_run_next() takes one of those fibers whose
   // worker has not switched since (it computes, or its thread lost the CPU).
