@@ -219,8 +219,7 @@ class fiber_record final : public boost::fibers::fiber_properties,
   //   parked   detached, in no queue: the wake() that moves it to running queues it
   //   woken    (with running or parking) a wake-up came before it parked: park() returns
   //            at once, settle() queues it
-  static constexpr std::uint8_t running = 0, parking = 1, parked = 2, state_mask = 3,
-                                woken = 4;
+  static constexpr std::uint8_t running = 0, parking = 1, parked = 2, state_mask = 3, woken = 4;
   std::atomic<std::uint8_t> park_state_{running};
   // The worker it parked on: woken from outside, it goes there. Written by settle() before
   // the state becomes parked, read by the wake() that takes it out of parked.
