@@ -120,7 +120,7 @@ class channel : public detail::channel_base {
       throw_closed();
     }
     detail::refuse_wait_here("weft::channel::send()");
-    detail::wait_group waiting({"channel", &name_, "send"});
+    detail::wait_group waiting({"channel", &name_, "send"}, &lock_);
     detail::send_node<T> n(waiting, 0, &v);
     senders_.push_back(&n);
     g.unlock();
@@ -145,7 +145,7 @@ class channel : public detail::channel_base {
     std::unique_lock<detail::spinlock> g(lock_);
     if (try_recv_locked(out, woken)) return out;
     detail::refuse_wait_here("weft::channel::recv()");
-    detail::wait_group waiting({"channel", &name_, "recv"});
+    detail::wait_group waiting({"channel", &name_, "recv"}, &lock_);
     detail::recv_node<T> n(waiting, 0, &out);
     receivers_.push_back(&n);
     g.unlock();

@@ -3,6 +3,7 @@
 #include <weft/detail/wait.hpp>
 
 #include <cstdint>
+#include <mutex>
 
 #include <weft/executor.hpp>
 
@@ -54,7 +55,7 @@ bool ended_by(const cancel_scope* scope, const clock::time_point* until, wait_en
 
 }  // namespace
 
-wait_group::wait_group(wait_label l) noexcept : label(l) {
+wait_group::wait_group(wait_label l, spinlock* under) noexcept : label(l), decided_under(under) {
   if (fiber_record* self = current_record()) {
     who = self;
   } else {
@@ -80,7 +81,14 @@ wait_end await(wait_group& g, const clock::time_point* until, bool cancellable) 
       break;
     }
     if (ended_by(scope, until, why)) {
-      if (g.give_up()) break;
+      bool mine;
+      if (g.decided_under != nullptr) {
+        std::lock_guard<spinlock> held(*g.decided_under);
+        mine = g.give_up();
+      } else {
+        mine = g.give_up();
+      }
+      if (mine) break;
       continue;  // a hand-over claimed the group first: it wins as a whole
     }
     if (self != nullptr) {
