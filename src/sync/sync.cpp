@@ -67,19 +67,24 @@ bool mutex::lock_slow(const clock::time_point* until) {
   for (;;) {
     {
       std::lock_guard<detail::spinlock> g(lock_);
+      // A woken waiter's try ends the unlock()s' wait for it: whatever its outcome, the next
+      // unlock() may wake again.
+      const unsigned clear = again ? kWoken : 0;
       unsigned s = state_.load(std::memory_order_relaxed);
       for (;;) {
         if ((s & kLocked) == 0) {
-          if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire,
+          if (state_.compare_exchange_weak(s, (s | kLocked) & ~clear, std::memory_order_acquire,
                                            std::memory_order_relaxed)) {
             owner_.store(me.who, std::memory_order_relaxed);
             owner_serial_.store(me.serial, std::memory_order_relaxed);
             return true;
           }
-        } else if ((s & kWaiters) != 0 ||
-                   state_.compare_exchange_weak(s, s | kWaiters, std::memory_order_relaxed,
-                                                std::memory_order_relaxed)) {
-          break;  // held, and its unlock() will look at the queue
+        } else {
+          const unsigned want = (s | kWaiters) & ~clear;
+          if (want == s || state_.compare_exchange_weak(s, want, std::memory_order_relaxed,
+                                                        std::memory_order_relaxed)) {
+            break;  // held, and its unlock() will look at the queue
+          }
         }
       }
       if (again) {
@@ -115,8 +120,17 @@ void mutex::unlock() {
   unsigned s = kLocked;
   if (state_.compare_exchange_strong(s, 0, std::memory_order_release, std::memory_order_relaxed))
     return;
+  // A woken waiter is on its way: it competes for the mutex, nobody else is woken.
+  while ((s & kWoken) != 0) {
+    if (state_.compare_exchange_weak(s, s & ~kLocked, std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+      return;
+    }
+  }
   detail::wake_later woken;  // after lock_ is released: the new holder may destroy *this
   std::lock_guard<detail::spinlock> g(lock_);
+  // Held by the caller, with no waiter woken: nobody else changes state_ until the store
+  // below (the bits besides kLocked change under lock_).
   auto* n = static_cast<mutex_node*>(waiters_.claim());
   const unsigned rest = waiters_.empty() ? 0 : kWaiters;
   if (n == nullptr) {
@@ -129,7 +143,7 @@ void mutex::unlock() {
     owner_serial_.store(n->who.serial, std::memory_order_relaxed);
     state_.store(kLocked | rest, std::memory_order_relaxed);
   } else {
-    state_.store(rest, std::memory_order_release);
+    state_.store(rest | kWoken, std::memory_order_release);
   }
   woken.add(n);
 }

@@ -139,6 +139,57 @@ TEST_CASE("a long waiter gets the mutex handed to it, not stolen by newcomers", 
   CHECK(got);
 }
 
+TEST_CASE("waiters woken to compete keep the queue moving when they lose or time out", "[sync]") {
+  // unlock() wakes one waiter and no other until that one has tried again (kWoken). Here it
+  // often loses to a fiber that barges in, or its try_lock_for times out meanwhile; a woken
+  // waiter that never cleared the mark would leave every later unlock() waking nobody, and
+  // the others would wait forever (the test would hang, not fail).
+  const unsigned threads = GENERATE(1u, 2u, 4u);
+  CAPTURE(threads);
+  weft::executor ex(threads);
+  weft::mutex m("contended");
+  long counter = 0;  // guarded by m
+  constexpr int kRounds = 300;
+  std::atomic<long> timeouts{0};
+  auto plain = [&] {
+    for (int i = 0; i < kRounds; ++i) {
+      std::lock_guard<weft::mutex> lk(m);
+      ++counter;
+    }
+  };
+  std::thread t1(plain), t2(plain);
+  ex.run([&] {
+    weft::task_group g;
+    for (int f = 0; f < 20; ++f) {
+      g.spawn([&] {
+        for (int i = 0; i < kRounds; ++i) {
+          std::lock_guard<weft::mutex> lk(m);
+          ++counter;
+          if (i % 7 == 0) weft::this_fiber::yield();  // held across a switch: others queue
+        }
+      });
+      g.spawn([&] {
+        for (int i = 0; i < kRounds;) {
+          if (!m.try_lock_for(100us)) {
+            ++timeouts;
+            continue;
+          }
+          ++counter;
+          ++i;
+          m.unlock();
+        }
+      });
+    }
+    g.wait();
+  });
+  t1.join();
+  t2.join();
+  CHECK(counter == (40 + 2) * kRounds);
+  CHECK(m.try_lock());  // nothing left behind in the mutex's state
+  m.unlock();
+  INFO("timed out tries: " << timeouts.load());
+}
+
 TEST_CASE("condition_variable: wait, notify_one, notify_all, timeouts", "[sync]") {
   weft::executor ex(2);
   weft::mutex m;
