@@ -205,6 +205,17 @@ if sv and eq:
                  "equal work", f"{med(sv):.0f}/s, p99 {med(sv99):.3g} ms",
                  f"{med(eq):.0f}/s equal-work weft", f"{r:.2f}x", ">= 0.9x",
                  "yes" if r >= 0.9 else "NO"))
+    # What each feature costs: the example with that one feature off (--no-*), in the same
+    # rounds; the time per request at full load (two server threads), with and without it.
+    for feature in ("deadline", "context", "log"):
+        without = whole(f"http_service_no_{feature}.txt", 0)
+        if not without:
+            continue
+        cost_us = 1e6 / med(sv) - 1e6 / med(without)
+        rows.append((f"HTTP /hello, examples/http_service: cost of its {feature} per request",
+                     f"{cost_us:+.2f} us ({med(sv):.0f}/s with it)",
+                     f"{med(without):.0f}/s with --no-{feature} ({spread(without)})",
+                     f"{med(sv) / med(without):.2f}x", "(report)", ""))
 dl_plain, dl_with = whole("deadline_memory_plain.txt", 2), whole("deadline_memory.txt", 2)
 if dl_plain and dl_with:
     extra = med(dl_with) - med(dl_plain)

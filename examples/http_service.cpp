@@ -13,7 +13,8 @@
 //   GET /fanout?n=N     N downstream calls at once in a task_group, their answers joined
 //
 // Every request runs under a deadline (--deadline-ms, default 2000): past it the handler
-// stops at its next wait and the client gets 504.
+// stops at its next wait and the client gets 504. --no-deadline, --no-context and --no-log
+// turn one feature off each, to measure what it costs per request (scripts/bench).
 // SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close idle connections,
 // exit 0.
 //
@@ -60,15 +61,24 @@ struct options {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   long deadline_ms = 2000;
   bool quiet = false;
+  // Each feature can be turned off, to measure what it costs per request (scripts/bench).
+  bool deadline = true;  // with_timeout around each handler
+  bool context = true;   // request id, W3C trace and baggage bound in the request's context
+  bool log = true;       // the per-request log lines (--quiet keeps the formatting cost off too)
 };
 
 void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: http_service [--port N] [--threads N] [--deadline-ms N] [--quiet]\n"
+               "                    [--no-deadline] [--no-context] [--no-log]\n"
                "  --port N         TCP port on 127.0.0.1 (default 8080; 0 picks a free one)\n"
                "  --threads N      worker threads (default: the number of cores)\n"
                "  --deadline-ms N  each request's deadline (default 2000)\n"
                "  --quiet          log warnings only (for load tests)\n"
+               "  --no-deadline    no deadline per request\n"
+               "  --no-context     no request id, trace or baggage in the request's context\n"
+               "  --no-log         no log lines at all\n"
+               "(the --no-* options measure what each feature costs per request)\n"
                "Prints 'listening on port N' once it accepts connections.\n");
 }
 
@@ -92,6 +102,12 @@ options parse(int argc, char** argv) {
       ++i;
     } else if (a == "--quiet") {
       o.quiet = true;
+    } else if (a == "--no-deadline") {
+      o.deadline = false;
+    } else if (a == "--no-context") {
+      o.context = false;
+    } else if (a == "--no-log") {
+      o.log = false;
     } else if (a == "--deadline-ms") {
       o.deadline_ms = parse_number("--deadline-ms", value, 1, 86400000);
       ++i;
@@ -207,37 +223,41 @@ struct connection_registry {
 };
 
 http::response<http::string_body> handle(const http::request<http::string_body>& req,
-                                         long deadline_ms) {
+                                         const options& o) {
   http::response<http::string_body> res{http::status::ok, req.version()};
   res.set(http::field::content_type, "text/plain");
   res.set("X-Request-Id", request_id.get());
   const std::string_view target = req.target();
-  try {
-    weft::with_timeout(std::chrono::milliseconds(deadline_ms), [&] {
-      if (target == "/hello") {
-        res.body() = "hello, " + request_id.get() + "\n";
-      } else if (target.substr(0, 5) == "/slow") {
-        res.body() =
-            weft::offload(blocking_dependency, query_number(target, "ms", 50, 10000)) + "\n";
-        weft::this_fiber::throw_if_cancelled();  // the deadline passed while it ran
-      } else if (target.substr(0, 7) == "/fanout") {
-        const long n = query_number(target, "n", 4, 64);
-        std::vector<std::string> parts(static_cast<std::size_t>(n));
-        weft::task_group calls;
-        for (long i = 0; i < n; ++i) {
-          calls.spawn([&parts, i] { parts[std::size_t(i)] = downstream_call(int(i)); });
-        }
-        calls.wait();
-        for (const auto& p : parts)
-          res.body() += p + "\n";
-      } else {
-        res.result(http::status::not_found);
-        res.body() = "not found\n";
+  auto work = [&] {
+    if (target == "/hello") {
+      res.body() = "hello, " + request_id.get() + "\n";
+    } else if (target.substr(0, 5) == "/slow") {
+      res.body() = weft::offload(blocking_dependency, query_number(target, "ms", 50, 10000)) + "\n";
+      weft::this_fiber::throw_if_cancelled();  // the deadline passed while it ran
+    } else if (target.substr(0, 7) == "/fanout") {
+      const long n = query_number(target, "n", 4, 64);
+      std::vector<std::string> parts(static_cast<std::size_t>(n));
+      weft::task_group calls;
+      for (long i = 0; i < n; ++i) {
+        calls.spawn([&parts, i] { parts[std::size_t(i)] = downstream_call(int(i)); });
       }
-    });
+      calls.wait();
+      for (const auto& p : parts)
+        res.body() += p + "\n";
+    } else {
+      res.result(http::status::not_found);
+      res.body() = "not found\n";
+    }
+  };
+  try {
+    if (o.deadline) {
+      weft::with_timeout(std::chrono::milliseconds(o.deadline_ms), work);
+    } else {
+      work();
+    }
   } catch (const weft::error& e) {
     if (e.code() != weft::errc::deadline_exceeded) throw;
-    spdlog::warn("deadline of {} ms exceeded", deadline_ms);
+    spdlog::warn("deadline of {} ms exceeded", o.deadline_ms);
     res.result(http::status::gateway_timeout);
     res.body() = "deadline exceeded\n";
   }
@@ -246,7 +266,7 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
   return res;
 }
 
-void serve(tcp::socket socket, connection_registry& registry, long deadline_ms) {
+void serve(tcp::socket socket, connection_registry& registry, const options& o) {
   connection conn(std::move(socket));
   {
     std::lock_guard<std::mutex> g(registry.mutex);
@@ -277,16 +297,25 @@ void serve(tcp::socket socket, connection_registry& registry, long deadline_ms) 
     // The request's context, from its headers: the request id (or a made-up one), and the
     // caller's W3C trace and baggage. Every fiber it spawns and every log line below sees it.
     bool keep_alive = true;
-    incoming_context(req).run([&] {
-      if (req.find("X-Request-Id") == req.end()) (void)request_id.set(next_request_id());
-      auto span = weft::w3c::start_span();  // this request's span: a child of the caller's
-      spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
-      auto res = handle(req, deadline_ms);
+    auto respond = [&] {
+      if (o.log) {
+        spdlog::info("{} {}", std::string(req.method_string()), std::string(req.target()));
+      }
+      auto res = handle(req, o);
       if (last) res.keep_alive(false);
       keep_alive = res.keep_alive();
       http::async_write(conn.socket, res, asio::redirect_error(weft::use_fiber, ec));
-      spdlog::info("{} {} bytes", res.result_int(), res.body().size());
-    });
+      if (o.log) spdlog::info("{} {} bytes", res.result_int(), res.body().size());
+    };
+    if (o.context) {
+      incoming_context(req).run([&] {
+        if (req.find("X-Request-Id") == req.end()) (void)request_id.set(next_request_id());
+        auto span = weft::w3c::start_span();  // this request's span: a child of the caller's
+        respond();
+      });
+    } else {
+      respond();
+    }
     {
       std::lock_guard<std::mutex> g(registry.mutex);
       conn.idle = true;
@@ -306,6 +335,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
   example::log_with_request_id("[%H:%M:%S.%e] [%*] [%&] %v");
   if (o.quiet) spdlog::set_level(spdlog::level::warn);
+  if (!o.log) spdlog::set_level(spdlog::level::off);
 
   weft::executor ex(o.threads);
   auto& io = weft::io_context(ex);
@@ -337,7 +367,7 @@ int main(int argc, char** argv) {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      connections.spawn(serve, std::move(s), std::ref(registry), o.deadline_ms);
+      connections.spawn(serve, std::move(s), std::ref(registry), std::cref(o));
     }
     connections.wait();
     spdlog::info("http_service: all connections closed");

@@ -35,6 +35,32 @@ def get(conn, path, request_id=None, extra=None):
     return r.status, r.getheader("X-Request-Id"), r.read().decode()
 
 
+def features_off(exe):
+    """--no-deadline --no-context --no-log: a late request is not cut off, the request id is
+    neither read nor made up, and nothing is logged."""
+    proc = subprocess.Popen([exe, "--port", "0", "--threads", "2", "--deadline-ms", "100",
+                             "--no-deadline", "--no-context", "--no-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().split()[-1])
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        status, rid, body = get(c, "/hello", "off-1")
+        check(status == 200 and body == "hello, -\n" and rid == "-",  # the var's default
+              f"--no-context: no request id: {status} {rid!r} {body!r}")
+        status, rid, body = get(c, "/slow?ms=300", "off-2")
+        check(status == 200 and body.startswith("done after 300 ms"),
+              f"--no-deadline: a late request completes: {status} {body!r}")
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        check(proc.returncode == 0, f"--no-*: exit status {proc.returncode}")
+        check(err == "", f"--no-log: nothing logged: {err[:200]!r}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def main():
     exe = sys.argv[1]
     proc = subprocess.Popen([exe, "--port", "0", "--threads", "2", "--deadline-ms", "300"],
@@ -145,6 +171,7 @@ def main():
                     r"-[0-9a-f]{16}-01; baggage: tenant=acme; x-request-id: w3c-1; \)", text),
           "downstream calls carry the request id, the trace and the baggage")
     check("shutting down" in text, "shutdown logged")
+    features_off(exe)
     if failures:
         print(text[-3000:])
     print(f"http_service e2e: {len(failures)} failures")
