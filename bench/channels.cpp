@@ -115,6 +115,14 @@ struct hop_counter {
   }
 };
 
+// print_stats() shows the executor's sleeps and steals with WEFT_BENCH_STATS set.
+void print_stats(weft::executor& ex) {
+  if (std::getenv("WEFT_BENCH_STATS") == nullptr) return;
+  const weft::executor_stats st = ex.stats();
+  std::fprintf(stderr, "sleeps %llu steals %llu\n", static_cast<unsigned long long>(st.sleeps),
+               static_cast<unsigned long long>(st.steals));
+}
+
 template <template <class> class Chan>
 void pingpong(weft::executor& ex, long n, const char* kind) {
   Chan<long> ping(0), pong(0);
@@ -138,11 +146,7 @@ void pingpong(weft::executor& ex, long n, const char* kind) {
   });
   a.get();
   b.get();
-  if (std::getenv("WEFT_BENCH_STATS") != nullptr) {
-    const weft::executor_stats st = ex.stats();
-    std::fprintf(stderr, "sleeps %llu steals %llu\n", static_cast<unsigned long long>(st.sleeps),
-                 static_cast<unsigned long long>(st.steals));
-  }
+  print_stats(ex);
   std::printf("pingpong %s %.0f %.2f\n", kind, seconds_since(start) * 1e9 / double(n),
               double(hops.crossed.load()) / double(2 * n));
 }
@@ -254,6 +258,7 @@ void select_bench(weft::executor& ex, long n) {
     producers.wait();
   });
   const double s = seconds_since(start);
+  print_stats(ex);
   if (got != 4 * per) std::fprintf(stderr, "select: lost values\n");
   std::printf("select weft %.0f\n", s * 1e9 / double(4 * per));
 }
