@@ -150,6 +150,16 @@ chan_row("worker pool: 1 producer, 100 workers, capacity 64, ~1 us/job: jobs/s",
          1.2, False)
 chan_row("100 fibers on one mutex: ns per lock+unlock", "mutex", "ns", 0.9, True)
 chan_row("select over 4 fed unbuffered channels: ns per value", "select", "ns", 0, True)
+# fiber_info::waiting_on: the same programs built with and without it (-Dwait_labels=false).
+for name, label, column, unit in (("pingpong", "channel ping-pong round trip", 2, "ns"),
+                                  ("skynet", "skynet 1M, 2 threads", 3, "s")):
+    on = whole(f"labels_{name}_build-release.txt", column)
+    off = whole(f"labels_{name}_build-nolabels.txt", column)
+    if on and off:
+        rows.append((f"cost of waiting_on: {label}, with / without it (-Dwait_labels=false)",
+                     f"{med(on):.3g} {unit} ({spread(on)})",
+                     f"{med(off):.3g} {unit} without ({spread(off)})",
+                     f"{med(on) / med(off):.2f}x", "report", ""))
 scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000000)}
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:

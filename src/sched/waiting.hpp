@@ -60,17 +60,21 @@ struct thread_waiter final : waiter {
 // on a plain thread it does nothing. The label must outlive it.
 class wait_mark {
  public:
+#if defined(WEFT_NO_WAIT_LABELS)  // -Dwait_labels=false: only to measure what the mark costs
+  explicit wait_mark(const wait_label&) noexcept {}
+#else
   explicit wait_mark(const wait_label& l) noexcept : self_(current_record()) {
     if (self_ != nullptr) previous_ = std::exchange(self_->waiting_on, &l);
   }
   ~wait_mark() {
     if (self_ != nullptr) self_->waiting_on = previous_;
   }
+#endif
   wait_mark(const wait_mark&) = delete;
   wait_mark& operator=(const wait_mark&) = delete;
 
  private:
-  fiber_record* self_;
+  fiber_record* self_ = nullptr;
   const wait_label* previous_ = nullptr;
 };
 
