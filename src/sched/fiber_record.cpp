@@ -103,8 +103,11 @@ void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
       }
       continue;
     }
-    if ((s & woken) != 0) break;  // woken already: whoever acts on it queues the fiber
-    // running: park() sees woken before it suspends; parking: settle() sees it.
+    // running: park() sees woken before it suspends; parking: settle() sees it. A
+    // read-modify-write even when woken is set already: it is what orders this waker's
+    // hand-over before the fiber's next look at its wait (the one that clears woken, or the
+    // one that acts on it, reads it). Leaving the state alone then lost that wake-up: the
+    // fiber cleared an earlier waker's mark, missed this hand-over and parked for good.
     note_waker();
     if (park_state_.compare_exchange_weak(s, s | woken, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
@@ -115,9 +118,11 @@ void fiber_record::wake_and_release(std::atomic<bool>* done) noexcept {
 }
 
 void fiber_record::note_waker() noexcept {
-  if (tl_pool == &owner && current_record() != nullptr) {
-    waker_.store(tl_slot, std::memory_order_relaxed);
-  }
+  // Every wake-up that marks woken says who it was, nullptr for anything but a fiber of this
+  // pool: a value left from an earlier wake-up would send the fiber to a worker that has
+  // nothing to do with this one.
+  const bool by_fiber_here = tl_pool == &owner && current_record() != nullptr;
+  waker_.store(by_fiber_here ? tl_slot : nullptr, std::memory_order_relaxed);
 }
 
 void fiber_record::requeue(std::atomic<bool>* done) noexcept {
@@ -149,8 +154,9 @@ void fiber_record::settle(algorithm& here) noexcept {
                                           std::memory_order_acquire)) {
     return;
   }
-  // Woken while parking (no other wake-up changes the state meanwhile: they see woken).
-  park_state_.store(running, std::memory_order_relaxed);
+  // Woken while parking. An exchange, not a store: a wake-up since the failed CAS read the
+  // state must be read (and its hand-over ordered before the fiber runs again).
+  park_state_.exchange(running, std::memory_order_acq_rel);
   worker_slot* const to = waker_.exchange(nullptr, std::memory_order_relaxed);
   if (to == nullptr || to == &here.slot()) {
     requeue();  // on `here`: this runs on its thread
@@ -169,8 +175,8 @@ void fiber_record::woken_early() noexcept {
   // next) as if it had parked, like Go's receiver, which a sender always finds parked and
   // readies on its own processor. Went on here instead, two fibers that wake each other in
   // turn stayed on two workers: every hand-over crossed threads (1.5x Go's ping-pong).
-  // A plain store: every other wake-up sees woken and leaves the state alone.
-  park_state_.store(parking | woken, std::memory_order_relaxed);
+  // An exchange: a wake-up that came meanwhile stays ordered before settle() reads the state.
+  park_state_.exchange(parking | woken, std::memory_order_acq_rel);
   tl_slot->algo->note_parking(this);
   ctx_->suspend();
   resumed();

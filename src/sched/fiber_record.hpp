@@ -227,7 +227,8 @@ class fiber_record final : public boost::fibers::fiber_properties,
   // A worker whose running fiber woke it before it parked, or while it was still parking:
   // settle() queues it there (to run next) rather than where it parked, so two fibers that
   // wake each other faster than their workers settle them still end up on one worker. Written
-  // before the wake-up's compare-and-swap that sets woken; taken by whoever acts on woken.
+  // by every wake-up that marks woken (nullptr if no fiber of this pool woke it), before its
+  // compare-and-swap; read by woken_early(), taken by settle().
   std::atomic<worker_slot*> waker_{nullptr};
 #if defined(WEFT_CHECKS)
   std::atomic<bool> on_cpu_{false};

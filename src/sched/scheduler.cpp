@@ -173,7 +173,8 @@ void algorithm::queue(context* ctx, bool fifo, bool run_next) noexcept {
       push_ready(self_, before, false);
     }
     push_ready(self_, ctx, false);
-  } else if (push_ready(self_, ctx, fifo) == 1 && in_reactor_) {
+  } else if (push_ready(self_, ctx, fifo) == 1 && in_reactor_ &&
+             self_.run_next.load(std::memory_order_relaxed) == nullptr) {
     // A fiber woken by a completion this worker runs is taken by this worker as soon as the
     // handlers are done; a sleeper is woken for the second one on.
     return;

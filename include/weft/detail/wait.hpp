@@ -6,12 +6,13 @@
 // (a channel's senders or receivers, a mutex's queue...), under that object's lock. All the
 // nodes of one waiting fiber -- one per case of a select -- share one wait_group, whose state
 // says whether it is still waiting. Whoever hands over (a sender, close(), unlock(), notify,
-// release) first claims the group with one compare-and-swap (fire), then does the hand-over,
-// then wakes the waiter (complete). A waiter that gives up -- cancelled, past its deadline or
-// timeout -- claims the group the same way (give_up). One CAS decides: a value, a permit or a
-// notification is either handed to this waiter or it stays for the next one; a hand-over that
-// finds a group given up skips its node and serves the next (Go's selectDone; the waiter that
-// gives up thereby passes its turn on).
+// release) first claims the group (fire), then does the hand-over, then wakes the waiter
+// (complete). A waiter that gives up -- cancelled, past its deadline or timeout -- claims the
+// group the same way (give_up). One claim decides -- a compare-and-swap, or a plain check
+// under the one lock every claim of the group holds (wait_group::decided_under): a value, a
+// permit or a notification is either handed to this waiter or it stays for the next one; a
+// hand-over that finds a group given up skips its node and serves the next (Go's selectDone;
+// the waiter that gives up thereby passes its turn on).
 #pragma once
 
 #include <atomic>
