@@ -69,6 +69,12 @@ using spawn_result_t = std::invoke_result_t<std::decay_t<F>, std::decay_t<A>...>
 // pool_of() is ex's pool (for weft's own extensions, such as weft/asio.hpp).
 pool* pool_of(executor& ex) noexcept;
 
+// submit_here() hands j to the pool of the calling fiber (taking it over), as
+// executor::current()->spawn() would without touching the executor object, which another
+// fiber may be destroying meanwhile (the pool outlives it). Throws errc::not_in_executor
+// (destroying j) where no fiber of weft runs; `what` names the caller.
+void submit_here(job* j, const char* what);
+
 // report_unhandled() hands e to the pool's on_unhandled_exception.
 void report_unhandled(pool& owner, std::exception_ptr e) noexcept;
 
@@ -221,12 +227,11 @@ class executor {
 // errc::not_in_executor where there is no current executor.
 template <class F, class... A>
 auto spawn(F&& f, A&&... a) -> task<detail::spawn_result_t<F, A...>> {
-  executor* ex = executor::current();
-  if (ex == nullptr) {
-    throw error(errc::not_in_executor,
-                "weft: weft::spawn() called outside an executor (use executor::spawn)");
-  }
-  return ex->spawn(std::forward<F>(f), std::forward<A>(a)...);
+  using R = detail::spawn_result_t<F, A...>;
+  auto* t = new detail::spawned<R, std::decay_t<F>, std::decay_t<A>...>(std::forward<F>(f),
+                                                                        std::forward<A>(a)...);
+  detail::submit_here(t, "weft::spawn()");
+  return detail::task_adopter<R>::adopt(t);
 }
 
 }  // namespace weft

@@ -85,6 +85,10 @@ struct spawned final : task_result<R> {
   stored_call<F, A...> call;
 };
 
+// task_adopter<R>::adopt() makes the task handle of a job already submitted (weft::spawn).
+template <class R>
+class task_adopter;
+
 }  // namespace detail
 
 // task<R> is the move-only handle to a spawned fiber. Dropping it without get() lets the
@@ -150,6 +154,7 @@ class task {
 
  private:
   friend class executor;
+  friend class detail::task_adopter<R>;
   explicit task(detail::task_result<R>* s) noexcept : state_(s) {}
 
   void check() const {
@@ -161,5 +166,13 @@ class task {
 
   detail::task_result<R>* state_ = nullptr;
 };
+
+namespace detail {
+template <class R>
+class task_adopter {
+ public:
+  static task<R> adopt(task_result<R>* s) noexcept { return task<R>(s); }
+};
+}  // namespace detail
 
 }  // namespace weft

@@ -42,6 +42,16 @@ worker_slot* io_wait_mark::tl_slot_of_current_pool() noexcept {
   return current_record() != nullptr ? tl_slot : nullptr;
 }
 
+void submit_here(job* j, const char* what) {
+  const fiber_record* self = current_record();
+  if (self == nullptr) {
+    delete j;
+    throw error(errc::not_in_executor, std::string("weft: ") + what +
+                                           " called outside an executor (use executor::spawn)");
+  }
+  self->owner.submit(j, nullptr);
+}
+
 pool* pool_of(executor& ex) noexcept {
   return ex.pool_.get();
 }

@@ -159,7 +159,7 @@ class pool {
   //
   // take_watch() makes w the watcher if nobody is; w is sleeping (note_sleeping() first).
   bool take_watch(worker_slot& w) noexcept {
-    if (watch_taken_.load(std::memory_order_relaxed) ||
+    if (watch_taken_.load(std::memory_order_seq_cst) ||
         watch_taken_.exchange(true, std::memory_order_seq_cst)) {
       return false;
     }
@@ -179,6 +179,8 @@ class pool {
                        std::memory_order_seq_cst);
     watch_taken_.store(false, std::memory_order_seq_cst);
   }
+  // watch_taken() says whether a worker has the watch (or is about to sleep with it).
+  bool watch_taken() const noexcept { return watch_taken_.load(std::memory_order_seq_cst); }
   // hand_off_watch() is called by a worker that gave the watch back and leaves to run fibers
   // (Go's wakep after netpoll): if the pool has a reactor or a deadline filed, a sleeping
   // worker is woken to take the watch over -- else I/O completions and deadlines would wait

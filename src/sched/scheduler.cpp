@@ -346,6 +346,10 @@ context* algorithm::pick_next() noexcept {
     self_.switches.store(self_.switches.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);
   }
+  if (owes_watch_ && next != dispatcher_ && next != nullptr) [[unlikely]] {
+    owes_watch_ = false;
+    if (!pool_.watch_taken()) pool_.hand_off_watch(index_);
+  }
   if (next == dispatcher_ && next != nullptr) {
     // The dispatcher is about to drain Boost's remote-ready queue.
     dispatcher_ = nullptr;
@@ -511,6 +515,7 @@ void algorithm::suspend_until(
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
   pool_.note_sleeping(self_);
   worker_slot::bump(self_.sleeps);
+  owes_watch_ = false;  // it takes the watch now, or another worker has it
   // Boost's sleep queue (raw Boost.Fiber waits) and this worker's parked fibers' deadlines;
   // the watcher's bound is every worker's deadlines (see take_watch in pool.hpp).
   auto deadline = std::min(boost_deadline, self_.timers.earliest());
@@ -555,7 +560,11 @@ void algorithm::suspend_until(
     pool_.fire_due_timers();
     pool_.give_back_watch();
     // Leaving to run fibers: someone else must watch the reactor and the deadlines meanwhile.
-    if (work_visible(false)) pool_.hand_off_watch(index_);
+    if (work_visible(false)) {
+      pool_.hand_off_watch(index_);
+    } else {
+      owes_watch_ = true;  // settled in pick_next() if work turns up before the next sleep
+    }
   }
 }
 
