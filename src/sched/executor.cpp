@@ -46,8 +46,8 @@ void submit_here(job* j, const char* what) {
   const fiber_record* self = current_record();
   if (self == nullptr) {
     delete j;
-    throw error(errc::not_in_executor, std::string("weft: ") + what +
-                                           " called outside an executor (use executor::spawn)");
+    throw error(errc::not_in_executor,
+                std::string("weft: ") + what + " called outside an executor (use executor::spawn)");
   }
   self->owner.submit(j, nullptr);
 }
