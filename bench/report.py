@@ -164,7 +164,7 @@ scale = {n: whole(f"skynet_weft_scale_{n}.txt", 3) for n in (10000, 100000, 1000
 per_fiber = {n: med(v) / (n * 10 // 9) * 1e9 for n, v in scale.items() if v}
 if len(per_fiber) > 1:
     worst = max(per_fiber.values()) / min(per_fiber.values())
-    rows.append(("skynet cost per fiber, 10k..1M fibers (max/min)",
+    rows.append(("skynet cost per fiber in a warm pool (second run), 10k..1M fibers (max/min)",
                  ", ".join(f"{n // 1000}k: {ns:.0f} ns" for n, ns in per_fiber.items()), "",
                  f"{worst:.2f}x", "<= 1.5x", "yes" if worst <= 1.5 else "NO"))
 absolute_row("with_timeout(1s, empty f) on a pool fiber", bench("with_timeout_on_fiber/0/real_time"),

@@ -1,8 +1,11 @@
 // skynet: the fiber-runtime stress benchmark on weft. Each fiber spawns 10 children and
 // sums their results, down to `leaves` leaf fibers (1M leaves = 1,111,111 fibers).
 //
-// usage: skynet [threads] [leaves] [stack KiB] [counters]
-// prints: skynet <leaves> <sum> <seconds>; with `counters`, each worker's counters on stderr
+// usage: skynet [threads] [leaves] [stack KiB] [counters|warm]
+// prints: skynet <leaves> <sum> <seconds>; with `counters`, each worker's counters on stderr;
+// with `warm`, the timed run is the second of two in the same pool: what a fiber costs once
+// the pool's stacks are carved and touched (the first run of 10k leaves spends half its time
+// on that, a 1M-leaf run a few percent).
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -36,12 +39,14 @@ int main(int argc, char** argv) {
   // The pool's threads start and take their first work outside the measurement: the cost per
   // fiber of a 10k-leaf run was mostly the pool's start-up (README "cost per fiber" row).
   ex.run([] {});
+  const std::string mode = argc > 4 ? argv[4] : "";
+  if (mode == "warm") (void)ex.run(skynet, 0L, leaves);
   const auto start = std::chrono::steady_clock::now();
   const long sum = ex.run(skynet, 0L, leaves);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("skynet %ld %ld %.4f\n", leaves, sum, secs);
-  if (argc > 4 && std::string(argv[4]) == "counters") {
+  if (mode == "counters") {
     // How the work spread: per worker, fibers started, stolen, and times it ran dry.
     for (const weft::worker_stats& w : ex.workers()) {
       std::fprintf(stderr, "  worker %u: spawned %llu, steals %llu, sleeps %llu\n", w.index,
