@@ -298,7 +298,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // worker that went to sleep without the watch while this one had it would otherwise sleep
   // on while nobody runs the reactor (a 20 ms timer completed 3 s late under TSan and load).
   bool owes_watch_ = false;
-  unsigned stalled_;                 // a stalled worker, or the pool's size if none
+  unsigned stalled_;  // a stalled worker, or the pool's size if none
 };
 
 // resumed() is the first thing a context does when it runs again on a worker: the
