@@ -159,6 +159,8 @@ void wait_io(io_wait& w) {
 // pool.hpp): no I/O thread, no hand-off between threads when a completion wakes a fiber on
 // the worker that ran it.
 class io_runner final : public pool_service, public reactor {
+  static constexpr unsigned kPollBatch = 64;
+
  public:
   explicit io_runner(pool& owner)
       : owner_(owner),
@@ -173,7 +175,13 @@ class io_runner final : public pool_service, public reactor {
   boost::asio::io_context& io() noexcept { return io_; }
 
   void poll() noexcept override {
-    guarded([this] { io_.poll(); });
+    // At most kPollBatch handlers a pass, not io_context::poll(): that runs until no handler
+    // is ready, so a handler that keeps posting itself (a user's retry loop waiting for a
+    // fiber to act) held the worker in poll() for ever and the fiber never ran.
+    guarded([this] {
+      for (unsigned i = 0; i < kPollBatch && io_.poll_one() != 0; ++i) {
+      }
+    });
   }
   bool poll_one() noexcept override {
     bool ran = false;

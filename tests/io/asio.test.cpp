@@ -548,6 +548,49 @@ TEST_CASE("a timer completes on time while the worker that left the reactor comp
 
 // The io_context may be made after the workers fell asleep; a plain thread's wait on it must
 // still complete (it hung: both workers slept on their condition variables, nobody ran it).
+// A handler that keeps posting itself until a fiber acts (a user's retry loop) must not hold
+// the worker: io_context::poll() runs until no handler is ready, and the busy worker's poll
+// never returned (found by an adversarial run: 16 fibers never ran, 25M retries).
+namespace {
+// reposter posts itself again until its flag is set.
+struct reposter {
+  boost::asio::io_context* io;
+  std::shared_ptr<std::atomic<bool>> flag;
+  void operator()() const {
+    if (!flag->load()) boost::asio::post(*io, *this);
+  }
+};
+}  // namespace
+
+TEST_CASE("a handler that keeps re-posting itself does not starve the fibers", "[asio][liveness]") {
+  const unsigned threads = GENERATE(1u, 2u);
+  CAPTURE(threads);
+  weft::executor ex(threads);
+  auto& io = weft::io_context(ex);
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  std::thread([&ex, &io, finished] {
+    for (int round = 0; round < 20; ++round) {
+      auto flag = std::make_shared<std::atomic<bool>>(false);
+      boost::asio::post(io, reposter{&io, flag});
+      // Fibers the workers must still get to while the handler spins.
+      ex.run([&] {
+        weft::task_group g;
+        for (int i = 0; i < 8; ++i)
+          g.spawn([] { weft::this_fiber::yield(); });
+        g.wait();
+        flag->store(true);
+      });
+    }
+    *finished = true;
+  }).detach();
+  if (!test::eventually([&] { return finished->load(); }, 60s)) {
+    FAIL_CHECK("20 rounds took more than 60 s: the re-posting handler held the workers");
+    std::fflush(nullptr);
+    std::_Exit(1);  // the hung thread cannot be joined
+  }
+  CHECK(finished->load());
+}
+
 TEST_CASE("a plain thread's first use_fiber wait on a fresh pool's io_context completes",
           "[asio][liveness]") {
   auto finished = std::make_shared<std::atomic<bool>>(false);
