@@ -184,10 +184,10 @@ TEST_CASE("waiters woken to compete keep the queue moving when they lose or time
   });
   t1.join();
   t2.join();
+  INFO("timed out tries: " << timeouts.load());
   CHECK(counter == (40 + 2) * kRounds);
   CHECK(m.try_lock());  // nothing left behind in the mutex's state
   m.unlock();
-  INFO("timed out tries: " << timeouts.load());
 }
 
 TEST_CASE("condition_variable: wait, notify_one, notify_all, timeouts", "[sync]") {
