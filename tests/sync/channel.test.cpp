@@ -343,8 +343,9 @@ TEST_CASE("a receiver woken by a fiber that then computes runs on another worker
   });
   REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel handoff: recv"); }));
   auto sender = ex.spawn([&] {
-    ch.send(1);  // the receiver waits: this hands the value over and wakes it
+    // Set before the hand-over: the receiver may run on the other worker at once.
     computing = true;
+    ch.send(1);  // the receiver waits: this hands the value over and wakes it
     // Compute without a pause until the receiver ran, or 20 s (the failure).
     const auto until = std::chrono::steady_clock::now() + 20s;
     while (!stop.load() && std::chrono::steady_clock::now() < until) {
