@@ -7,6 +7,9 @@
 // proxy there that takes one mutex around each call. Only the recording is serialised: the
 // operands of a CHECK are evaluated before the call, so a CHECK whose expression parks its
 // fiber (`CHECK(task.get() == 1)`) holds no lock while it waits.
+// This covers the CHECK/REQUIRE family. INFO, CAPTURE, WARN and FAIL build their message
+// before the call, with Catch's unsynchronised string streams and message counter: use them
+// on the test's own thread, or while no other fiber asserts.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 

@@ -79,9 +79,10 @@ stack_pool::~stack_pool() {
   assert(in_use_ == 0 && "a fiber stack outlived its executor");
   for (const slab& s : slabs_) {
 #if defined(__SANITIZE_ADDRESS__)
-    // Fibers that ended by switching away left their frames' poison in the shadow. glibc maps
-    // a new thread's stack and static TLS with its own mmap, which ASan does not see: mapped
-    // here next, that stale poison made the first write to a thread_local a false
+    // A fiber's entry frame never returns: its poison stays in the shadow. glibc maps a new
+    // thread's stack block with its own mmap, which ASan's interceptor does not see, and ASan
+    // then clears only the stack and TLS ranges it computes -- which missed some of libweft's
+    // thread_locals: mapped here next, the first write to one was a false
     // "stack-buffer-underflow" (CI, in the stress test that makes 100 executors in a row).
     ASAN_UNPOISON_MEMORY_REGION(s.base, s.bytes);
 #endif

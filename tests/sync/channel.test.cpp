@@ -335,15 +335,18 @@ TEST_CASE("a receiver woken by a fiber that then computes runs on another worker
   weft::executor ex(2);
   weft::channel<int> ch(0, "handoff");
   std::atomic<bool> computing{false}, stop{false};
+  std::atomic<std::thread::id> sender_thread{};
   auto receiver = ex.spawn([&] {
     ch.recv();
     const bool overlapped = computing.load();  // the sender still computes
+    const bool elsewhere = sender_thread.load() != std::this_thread::get_id();
     stop = true;
-    return overlapped;
+    return overlapped && elsewhere;
   });
   REQUIRE(test::eventually_here([&] { return test::parked_on(ex, "channel handoff: recv"); }));
   auto sender = ex.spawn([&] {
     // Set before the hand-over: the receiver may run on the other worker at once.
+    sender_thread = std::this_thread::get_id();
     computing = true;
     ch.send(1);  // the receiver waits: this hands the value over and wakes it
     // Compute without a pause until the receiver ran, or 20 s (the failure).
