@@ -19,55 +19,52 @@
 namespace {
 
 class locked_capture final : public Catch::IResultCapture {
+  // Defined before its uses: they deduce its return type.
+  template <class F>
+  decltype(auto) locked(F&& f) const {
+    std::lock_guard g(m_);
+    return f();
+  }
+
  public:
   explicit locked_capture(Catch::IResultCapture& inner) : inner_(inner) {}
 
   bool sectionStarted(Catch::SectionInfo const& info, Catch::Counts& assertions) override {
-    std::lock_guard g(m_);
-    return inner_.sectionStarted(info, assertions);
+    return locked([&] { return inner_.sectionStarted(info, assertions); });
   }
   void sectionEnded(Catch::SectionEndInfo const& info) override {
-    std::lock_guard g(m_);
-    inner_.sectionEnded(info);
+    locked([&] { inner_.sectionEnded(info); });
   }
   void sectionEndedEarly(Catch::SectionEndInfo const& info) override {
-    std::lock_guard g(m_);
-    inner_.sectionEndedEarly(info);
+    locked([&] { inner_.sectionEndedEarly(info); });
   }
   auto acquireGeneratorTracker(Catch::StringRef name, Catch::SourceLineInfo const& line)
       -> Catch::IGeneratorTracker& override {
-    std::lock_guard g(m_);
-    return inner_.acquireGeneratorTracker(name, line);
+    return locked(
+        [&]() -> Catch::IGeneratorTracker& { return inner_.acquireGeneratorTracker(name, line); });
   }
 #if defined(CATCH_CONFIG_ENABLE_BENCHMARKING)
   void benchmarkPreparing(std::string const& name) override {
-    std::lock_guard g(m_);
-    inner_.benchmarkPreparing(name);
+    locked([&] { inner_.benchmarkPreparing(name); });
   }
   void benchmarkStarting(Catch::BenchmarkInfo const& info) override {
-    std::lock_guard g(m_);
-    inner_.benchmarkStarting(info);
+    locked([&] { inner_.benchmarkStarting(info); });
   }
   void benchmarkEnded(Catch::BenchmarkStats<> const& stats) override {
-    std::lock_guard g(m_);
-    inner_.benchmarkEnded(stats);
+    locked([&] { inner_.benchmarkEnded(stats); });
   }
   void benchmarkFailed(std::string const& error) override {
-    std::lock_guard g(m_);
-    inner_.benchmarkFailed(error);
+    locked([&] { inner_.benchmarkFailed(error); });
   }
 #endif
   void pushScopedMessage(Catch::MessageInfo const& message) override {
-    std::lock_guard g(m_);
-    inner_.pushScopedMessage(message);
+    locked([&] { inner_.pushScopedMessage(message); });
   }
   void popScopedMessage(Catch::MessageInfo const& message) override {
-    std::lock_guard g(m_);
-    inner_.popScopedMessage(message);
+    locked([&] { inner_.popScopedMessage(message); });
   }
   void emplaceUnscopedMessage(Catch::MessageBuilder const& builder) override {
-    std::lock_guard g(m_);
-    inner_.emplaceUnscopedMessage(builder);
+    locked([&] { inner_.emplaceUnscopedMessage(builder); });
   }
   void handleFatalErrorCondition(Catch::StringRef message) override {
     // From a signal handler: taking the lock could deadlock with the thread it interrupted.
@@ -75,53 +72,42 @@ class locked_capture final : public Catch::IResultCapture {
   }
   void handleExpr(Catch::AssertionInfo const& info, Catch::ITransientExpression const& expr,
                   Catch::AssertionReaction& reaction) override {
-    std::lock_guard g(m_);
-    inner_.handleExpr(info, expr, reaction);
+    locked([&] { inner_.handleExpr(info, expr, reaction); });
   }
   void handleMessage(Catch::AssertionInfo const& info, Catch::ResultWas::OfType type,
                      Catch::StringRef const& message, Catch::AssertionReaction& reaction) override {
-    std::lock_guard g(m_);
-    inner_.handleMessage(info, type, message, reaction);
+    locked([&] { inner_.handleMessage(info, type, message, reaction); });
   }
   void handleUnexpectedExceptionNotThrown(Catch::AssertionInfo const& info,
                                           Catch::AssertionReaction& reaction) override {
-    std::lock_guard g(m_);
-    inner_.handleUnexpectedExceptionNotThrown(info, reaction);
+    locked([&] { inner_.handleUnexpectedExceptionNotThrown(info, reaction); });
   }
   void handleUnexpectedInflightException(Catch::AssertionInfo const& info,
                                          std::string const& message,
                                          Catch::AssertionReaction& reaction) override {
-    std::lock_guard g(m_);
-    inner_.handleUnexpectedInflightException(info, message, reaction);
+    locked([&] { inner_.handleUnexpectedInflightException(info, message, reaction); });
   }
   void handleIncomplete(Catch::AssertionInfo const& info) override {
-    std::lock_guard g(m_);
-    inner_.handleIncomplete(info);
+    locked([&] { inner_.handleIncomplete(info); });
   }
   void handleNonExpr(Catch::AssertionInfo const& info, Catch::ResultWas::OfType type,
                      Catch::AssertionReaction& reaction) override {
-    std::lock_guard g(m_);
-    inner_.handleNonExpr(info, type, reaction);
+    locked([&] { inner_.handleNonExpr(info, type, reaction); });
   }
   bool lastAssertionPassed() override {
-    std::lock_guard g(m_);
-    return inner_.lastAssertionPassed();
+    return locked([&] { return inner_.lastAssertionPassed(); });
   }
   void assertionPassed() override {
-    std::lock_guard g(m_);
-    inner_.assertionPassed();
+    locked([&] { inner_.assertionPassed(); });
   }
   std::string getCurrentTestName() const override {
-    std::lock_guard g(m_);
-    return inner_.getCurrentTestName();
+    return locked([&] { return inner_.getCurrentTestName(); });
   }
   const Catch::AssertionResult* getLastResult() const override {
-    std::lock_guard g(m_);
-    return inner_.getLastResult();
+    return locked([&] { return inner_.getLastResult(); });
   }
   void exceptionEarlyReported() override {
-    std::lock_guard g(m_);
-    inner_.exceptionEarlyReported();
+    locked([&] { inner_.exceptionEarlyReported(); });
   }
 
  private:
