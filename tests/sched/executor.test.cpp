@@ -1007,8 +1007,9 @@ TEST_CASE("an executor gives its fiber stacks back to the system without sanitiz
           "[executor][asan]") {
   // The first frame of every fiber (Boost.Context's entry, at the top of its stack) never
   // returns, so its redzones stay poisoned in ASan's shadow. glibc maps a new thread's stack
-  // and TLS without ASan seeing it: a thread mapped where the stacks were would inherit the
-  // poison, and its first thread_local write would be reported (a CI failure).
+  // block itself and ASan clears only the stack and TLS ranges it computes: a thread mapped
+  // where the stacks were inherited the rest, and its first write to one of libweft's
+  // thread_locals was reported (a CI failure).
   std::uintptr_t frame = 0;
   std::size_t above = 0;
   {
