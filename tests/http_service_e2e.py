@@ -7,13 +7,16 @@ Starts the service on a free port, drives it with keep-alive connections (reques
 header and generated ones, the offload and fan-out endpoints, a deadline, 100 concurrent
 connections), checks the ids in the responses and in the service's log lines, then sends
 SIGTERM while a request is in flight: that request must complete, an idle keep-alive
-connection must be closed, and the service must exit 0.
+connection must be closed, and the service must exit 0. Then the --no-* switches, and
+--log-file.
 """
 import http.client
+import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -59,6 +62,38 @@ def features_off(exe):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def log_file(exe):
+    """--log-file PATH: the log lines, with their request id, go to PATH (flushed by the time
+    the service exits), none to stderr; a path that cannot be opened is an error."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "service.log")
+        proc = subprocess.Popen([exe, "--port", "0", "--threads", "2", "--log-file", path],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            port = int(proc.stdout.readline().split()[-1])
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            status, rid, _ = get(c, "/hello", "file-1")
+            check(status == 200 and rid == "file-1", f"--log-file: /hello: {status} {rid}")
+            c.close()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+            check(proc.returncode == 0, f"--log-file: exit status {proc.returncode}")
+            check(err == "", f"--log-file: nothing on stderr: {err[:200]!r}")
+            with open(path) as f:
+                text = f.read()
+            check(re.search(r"\[file-1\] \[[0-9a-f]{32}/[0-9a-f]{16}\] GET /hello", text),
+                  f"--log-file: the request's line in the file: {text[-500:]!r}")
+            check("all connections closed" in text, "--log-file: the last line is flushed")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    bad = subprocess.run([exe, "--port", "0", "--log-file", "/proc/self/no/such/file"],
+                         capture_output=True, text=True, timeout=30)
+    check(bad.returncode == 2 and "cannot log to /proc/self/no/such/file" in bad.stderr,
+          f"--log-file: an unusable path: {bad.returncode} {bad.stderr[:200]!r}")
 
 
 def main():
@@ -172,6 +207,7 @@ def main():
           "downstream calls carry the request id, the trace and the baggage")
     check("shutting down" in text, "shutdown logged")
     features_off(exe)
+    log_file(exe)
     if failures:
         print(text[-3000:])
     print(f"http_service e2e: {len(failures)} failures")
