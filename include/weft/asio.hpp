@@ -31,6 +31,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -96,6 +97,10 @@ struct io_wait {
   // destroyed uncalled: its io_context went, or an exception escaped from the operation --
   // then `failure` is that exception, when weft could catch it).
   void finish(bool ran, std::exception_ptr failure = nullptr) noexcept;
+  // Allocated from a small cache per thread (src/io/asio.cpp): one operation after another on
+  // a worker reuses the same few blocks instead of a malloc and a free each.
+  static void* operator new(std::size_t bytes);
+  static void operator delete(void* p, std::size_t bytes) noexcept;
   void retain() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
@@ -332,16 +337,39 @@ template <class Executor>
 using handler_executor_t = std::conditional_t<boost::asio::execution::is_executor<Executor>::value,
                                               op_executor<Executor>, Executor>;
 
+// inline_io_executor<E>: E is an executor of an io_context that runs a function at once when
+// called on one of the io_context's own threads -- any but blocking.never (bit 1 of Bits).
+template <class E>
+struct inline_io_executor : std::false_type {};
+template <std::uintptr_t Bits>
+struct inline_io_executor<boost::asio::io_context::basic_executor_type<std::allocator<void>, Bits>>
+    : std::bool_constant<(Bits & 1) == 0> {};
+
+// native_context() is ex's io_context if ex holds such an executor. Asio's operations hold
+// their I/O object's executor with work tracked (bit 4): looking for the plain type alone
+// sent their handlers through any_io_executor's type erasure, an allocation each.
+template <std::uintptr_t... Bits>
+boost::asio::io_context* native_context(const boost::asio::any_io_executor& ex) noexcept {
+  boost::asio::io_context* found = nullptr;
+  auto look = [&]<std::uintptr_t B>() {
+    using type = boost::asio::io_context::basic_executor_type<std::allocator<void>, B>;
+    static_assert(inline_io_executor<type>::value);
+    if (const auto* io = ex.template target<type>(); found == nullptr && io != nullptr) {
+      found = &io->context();
+    }
+  };
+  (look.template operator()<Bits>(), ...);
+  return found;
+}
+
 template <class Executor>
 handler_executor_t<Executor> handler_executor(const Executor& ex, io_wait* w) noexcept {
   if constexpr (boost::asio::execution::is_executor<Executor>::value) {
     boost::asio::io_context* native = nullptr;
-    if constexpr (std::is_same_v<Executor, boost::asio::io_context::executor_type>) {
+    if constexpr (inline_io_executor<Executor>::value) {
       native = &ex.context();
     } else if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
-      if (const auto* io = ex.template target<boost::asio::io_context::executor_type>()) {
-        native = &io->context();
-      }
+      native = native_context<0, 2, 4, 6>(ex);  // plain, continuation, tracked, both
     }
     const bool pool = native != nullptr && w != nullptr && native == w->pool_io;
     return op_executor<Executor>(ex, w, native, pool);
