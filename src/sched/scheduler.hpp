@@ -298,6 +298,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // worker that went to sleep without the watch while this one had it would otherwise sleep
   // on while nobody runs the reactor (a 20 ms timer completed 3 s late under TSan and load).
   bool owes_watch_ = false;
+  // How long the next idle spin lasts: longer after sleeps that were cut short (see spin()).
+  std::chrono::microseconds spin_for_;
   unsigned stalled_;  // a stalled worker, or the pool's size if none
 };
 
