@@ -53,6 +53,8 @@ constexpr std::chrono::microseconds kSpinFor{50};
 constexpr std::chrono::microseconds kShortSleep{100};
 constexpr std::chrono::microseconds kSpinMax{800};
 constexpr unsigned kPausesPerLook = 64;
+// A spinning worker polls the reactor every this many looks (~10 us).
+constexpr unsigned kLooksPerPoll = 8;
 // While spinning it looks at this many other workers per look (a full scan per spin made
 // starting and idling quadratic in the number of workers); it scans them all once before it
 // sleeps.
@@ -600,6 +602,7 @@ bool algorithm::spin() noexcept {
   note_run_next();
   bool found = false;
   bool trimming = true;
+  unsigned looks = 0;
   const auto until = std::chrono::steady_clock::now() + spin_for_;
   for (;;) {
     if ((found = work_visible(false))) break;
@@ -613,6 +616,13 @@ bool algorithm::spin() noexcept {
     } else {
       for (unsigned i = 0; i < kPausesPerLook; ++i)
         spin_pause();
+    }
+    // Now and then it runs what the reactor has ready, as Go's spinning Ms poll the network,
+    // when no worker blocks in it: else a completion waited for a busy worker's next poll
+    // all through a spin (up to kSpinMax).
+    if (++looks % kLooksPerPoll == 0 && !pool_.watch_taken() && poll_reactor_until_work()) {
+      found = true;
+      break;
     }
     if (!trimming && std::chrono::steady_clock::now() >= until) break;
   }

@@ -883,14 +883,20 @@ TEST_CASE("stats() counts spawns, steals, live and ready fibers, and blocking th
   CHECK(before.live_fibers == 0);
   CHECK(before.spawned == 0);
   std::atomic<bool> release{false};
+  std::atomic<int> started{0};
   std::vector<weft::task<void>> sleepers;
   for (int i = 0; i < 50; ++i) {
     sleepers.push_back(ex.spawn([&] {
+      ++started;
       while (!release)
         weft::this_fiber::sleep_for(1ms);
     }));
   }
-  // Seen from inside and from outside while they run; counters never go backwards.
+  // Seen from inside and from outside while they run; counters never go backwards. (Once all
+  // have started: a worker may still hold a sleeper's job it took from the queue, unlaunched,
+  // while another launches and runs the run() fiber -- 50 spawned seen from inside, in CI.)
+  while (started.load() < 50)
+    std::this_thread::sleep_for(1ms);
   const weft::executor_stats inside = ex.run([&ex] { return ex.stats(); });
   CHECK(inside.live_fibers >= 1);  // at least the fiber asking
   CHECK(inside.spawned >= 51);
