@@ -338,28 +338,8 @@ void serve(tcp::socket socket, connection_registry& registry, const options& o) 
   conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const options o = parse(argc, argv);
-  // Log lines go to stderr (stdout says where the service listens) or to --log-file, each with
-  // the request id. stderr is unbuffered: a write() per line, which costs more than the line.
-  if (o.log_file.empty()) {
-    spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
-  } else {
-    try {
-      spdlog::set_default_logger(spdlog::basic_logger_mt("http_service", o.log_file));
-    } catch (const spdlog::spdlog_ex& e) {
-      std::fprintf(stderr, "http_service: cannot log to %s: %s\n", o.log_file.c_str(), e.what());
-      return 2;
-    }
-    spdlog::flush_on(spdlog::level::warn);
-    spdlog::flush_every(std::chrono::seconds(1));
-  }
-  example::log_with_request_id("[%H:%M:%S.%e] [%*] [%&] %v");
-  if (o.quiet) spdlog::set_level(spdlog::level::warn);
-  if (!o.log) spdlog::set_level(spdlog::level::off);
-
+// serve_all() runs the service until SIGINT/SIGTERM and every connection closed.
+void serve_all(const options& o) {
   weft::executor ex(o.threads);
   auto& io = weft::io_context(ex);
   connection_registry registry;
@@ -395,6 +375,38 @@ int main(int argc, char** argv) {
     connections.wait();
     spdlog::info("http_service: all connections closed");
   });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+  // Log lines go to stderr (stdout says where the service listens) or to --log-file, each with
+  // the request id. stderr is unbuffered: a write() per line, which costs more than the line.
+  if (o.log_file.empty()) {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
+  } else {
+    try {
+      spdlog::set_default_logger(spdlog::basic_logger_mt("http_service", o.log_file));
+    } catch (const spdlog::spdlog_ex& e) {
+      std::fprintf(stderr, "http_service: cannot log to %s: %s\n", o.log_file.c_str(), e.what());
+      return 2;
+    }
+    spdlog::flush_on(spdlog::level::warn);
+    spdlog::flush_every(std::chrono::seconds(1));
+  }
+  example::log_with_request_id("[%H:%M:%S.%e] [%*] [%&] %v");
+  if (o.quiet) spdlog::set_level(spdlog::level::warn);
+  if (!o.log) spdlog::set_level(spdlog::level::off);
+
+  try {
+    serve_all(o);
+  } catch (const std::exception& e) {  // the port is taken, ...
+    spdlog::critical("http_service: {}", e.what());
+    spdlog::shutdown();
+    std::fprintf(stderr, "http_service: %s\n", e.what());
+    return 1;
+  }
   spdlog::shutdown();  // flushes --log-file and stops its flusher thread
   return 0;
 }

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <thread>
 #include <tuple>
@@ -101,6 +102,13 @@ struct io_wait {
   // a worker reuses the same few blocks instead of a malloc and a free each.
   static void* operator new(std::size_t bytes);
   static void operator delete(void* p, std::size_t bytes) noexcept;
+  // An over-aligned state (a result type with alignas) comes from the heap as before.
+  static void* operator new(std::size_t bytes, std::align_val_t a) {
+    return ::operator new(bytes, a);
+  }
+  static void operator delete(void* p, std::size_t bytes, std::align_val_t a) noexcept {
+    ::operator delete(p, bytes, a);
+  }
   void retain() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;

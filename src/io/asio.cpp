@@ -7,6 +7,13 @@
 #include <thread>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#endif
+
 #include <boost/asio/detail/call_stack.hpp>
 #include <boost/asio/detail/thread_context.hpp>
 #include <boost/asio/detail/thread_info_base.hpp>
@@ -34,14 +41,21 @@ class spare_waits {
   // An io_wait freed later in the thread's exit (by another thread_local's destructor) goes
   // back to the heap.
   ~spare_waits() {
-    for (std::size_t i = 0; i < count_; ++i)
-      ::operator delete(blocks_[i], kBlock);
-    count_ = 0;
+    while (void* p = take())
+      ::operator delete(p, kBlock);
     closed_ = true;
   }
-  void* take() noexcept { return count_ != 0 ? blocks_[--count_] : nullptr; }
+  // A kept block is poisoned for ASan until it is handed out again: a late touch of a freed
+  // io_wait is still reported, as it was when the block went back to the heap.
+  void* take() noexcept {
+    if (count_ == 0) return nullptr;
+    void* p = blocks_[--count_];
+    ASAN_UNPOISON_MEMORY_REGION(p, kBlock);
+    return p;
+  }
   bool give(void* p) noexcept {
     if (closed_ || count_ == kKeep) return false;
+    ASAN_POISON_MEMORY_REGION(p, kBlock);
     blocks_[count_++] = p;
     return true;
   }

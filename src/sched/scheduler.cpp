@@ -518,7 +518,15 @@ void algorithm::suspend_until(
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
   // a few microseconds on this VM, that doubled the system calls of a lone timer wait).
   if (poll_reactor_until_work()) return;
-  if (spin()) return;
+  // The spin ends at the next timer this worker must fire: its own, Boost's, and -- while no
+  // worker watches -- any worker's (the watcher fires them all; in a pool of more than
+  // kRunNextLooks workers that scan per spin would make idling quadratic, so there a busy
+  // worker fires a stalled one's timers, as before).
+  auto spin_until = std::min(boost_deadline, self_.timers.earliest());
+  if (pool_.size() <= kRunNextLooks && !pool_.watch_taken()) {
+    spin_until = std::min(spin_until, pool_.earliest_timer());
+  }
+  if (spin(spin_until)) return;
   // A sleeping worker holds none of the live count: join() must be able to see it reach 0.
   pool_.give_back_credit(self_);
   // seq_cst increment, then seq_cst loads: pairs with the seq_cst store in awakened().
@@ -565,7 +573,10 @@ void algorithm::suspend_until(
     self_.notified = false;
   }
   pool_.note_awake(self_);
-  spin_for_ = std::chrono::steady_clock::now() - slept_at < kShortSleep
+  // Only a sleep that a waker cut short lengthens the next spin; one that ended at its
+  // deadline (a timer) or lasted does not.
+  const auto woke_at = std::chrono::steady_clock::now();
+  spin_for_ = woke_at - slept_at < kShortSleep && woke_at < deadline
                   ? std::min(spin_for_ * 2, kSpinMax)
                   : kSpinFor;
   if (watching) {
@@ -597,13 +608,18 @@ void pool::fire_due_timers() noexcept {
   }
 }
 
-bool algorithm::spin() noexcept {
+bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
   pool_.start_spinning();
   note_run_next();
   bool found = false;
   bool trimming = true;
   unsigned looks = 0;
-  const auto until = std::chrono::steady_clock::now() + spin_for_;
+  const auto start = std::chrono::steady_clock::now();
+  // A timer due during the spin ends it: the caller fires the timers before it sleeps.
+  const auto until = std::min(start + spin_for_, deadline);
+  // The run_next fibers of workers that did not switch are taken every kSpinFor, however long
+  // the spin: a spin of kSpinMax must not hold them back longer than one of kSpinFor did.
+  auto stuck_check = start + kSpinFor;
   for (;;) {
     if ((found = work_visible(false))) break;
     // Idle time is when stacks beyond the hot ones give their pages back, a batch at a time
@@ -624,7 +640,16 @@ bool algorithm::spin() noexcept {
       found = true;
       break;
     }
-    if (!trimming && std::chrono::steady_clock::now() >= until) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= stuck_check && now < until) {
+      if ((stolen_next_ = take_stuck_run_next()) != nullptr) {
+        found = true;
+        break;
+      }
+      note_run_next();
+      stuck_check = now + kSpinFor;
+    }
+    if (!trimming && now >= until) break;
   }
   // Past its spin: a fiber another worker left to run next while it has not switched since
   // the spin began is taken (that worker computes, or its thread lost the CPU); the next pick

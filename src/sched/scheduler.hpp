@@ -235,9 +235,9 @@ class algorithm final : public boost::fibers::algo::algorithm {
   // how many switches they made; take_stuck_run_next() takes one of those fibers whose
   // worker has not switched since (it computes, or its thread lost the CPU).
   void note_run_next() noexcept;
-  // spin() is an idle worker's search for work before it sleeps (kSpinFor); true if it
-  // found some.
-  bool spin() noexcept;
+  // spin() is an idle worker's search for work before it sleeps (spin_for_, never past
+  // `deadline`: the next timer it must fire); true if it found some.
+  bool spin(std::chrono::steady_clock::time_point deadline) noexcept;
   boost::fibers::context* take_stuck_run_next() noexcept;
   // look_for_stalls() notes a worker that has fibers waiting behind and has made no
   // dispatcher pass for kStallAfter (stalled_), and fires its expired deadlines; a busy
