@@ -615,7 +615,8 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
   bool trimming = true;
   unsigned looks = 0;
   const auto start = std::chrono::steady_clock::now();
-  // A timer due during the spin ends it: the caller fires the timers before it sleeps.
+  // A timer due during the spin ends it: the sleep that follows ends at once, and the next
+  // pass (or the watcher) fires it.
   const auto until = std::min(start + spin_for_, deadline);
   // The run_next fibers of workers that did not switch are taken every kSpinFor, however long
   // the spin: a spin of kSpinMax must not hold them back longer than one of kSpinFor did.
