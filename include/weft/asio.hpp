@@ -362,9 +362,8 @@ boost::asio::io_context* native_context(const boost::asio::any_io_executor& ex) 
   auto look = [&]<std::uintptr_t B>() {
     using type = boost::asio::io_context::basic_executor_type<std::allocator<void>, B>;
     static_assert(inline_io_executor<type>::value);
-    if (const auto* io = ex.template target<type>(); found == nullptr && io != nullptr) {
-      found = &io->context();
-    }
+    if (found != nullptr) return;  // no more type comparisons once found
+    if (const auto* io = ex.template target<type>()) found = &io->context();
   };
   (look.template operator()<Bits>(), ...);
   return found;
