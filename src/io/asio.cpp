@@ -68,9 +68,43 @@ class spare_waits {
 };
 thread_local spare_waits spares;
 
+// worker_recycling gives a worker thread what a thread inside io_context::run() has: a
+// thread_info_base at the bottom of Asio's call stack, whose cache recycles the memory Asio
+// allocates for operations, cancellation handlers and type-erased functions. Without it, the
+// fibers that start operations (outside any run or poll) got a malloc and a free for each:
+// HTTP /hello on Beast made 19 allocations per request against 8 on Asio's coroutines,
+// counted with a uprobe on malloc. Its key is none of Asio's: running_in_this_thread() and
+// the private queues of the io_contexts the worker polls do not change. Made on the thread's
+// first poll or first use_fiber operation, whichever comes first -- a worker may run fibers
+// long before it ever polls (its fibers come from the queues, woken by other workers' polls) --
+// when nothing of Asio's is on its call stack, so that it is at the bottom; it lives as long
+// as the thread.
+class worker_recycling {
+  struct no_io_context : boost::asio::detail::thread_context {};
+  using thread_call_stack = boost::asio::detail::call_stack<boost::asio::detail::thread_context,
+                                                            boost::asio::detail::thread_info_base>;
+
+ public:
+  static void attach() {
+    thread_local std::optional<worker_recycling> here;
+    if (!here && thread_call_stack::top() == nullptr) here.emplace();
+  }
+  worker_recycling() = default;
+  worker_recycling(const worker_recycling&) = delete;
+  worker_recycling& operator=(const worker_recycling&) = delete;
+
+ private:
+  // Declared in this order: the context leaves the call stack before the cache is freed.
+  boost::asio::detail::thread_info_base cache_;
+  no_io_context key_;
+  thread_call_stack::context on_stack_{&key_, cache_};
+};
+
 }  // namespace
 
 void* io_wait::operator new(std::size_t bytes) {
+  // The operation this io_wait is for allocates next, from the call stack's cache.
+  worker_recycling::attach();
   if (bytes <= spare_waits::kBlock) {
     if (void* p = spares.take()) return p;
     return ::operator new(spare_waits::kBlock);
@@ -102,36 +136,6 @@ namespace {
 // callers instead of on_unhandled_exception.
 constinit thread_local bool in_reactor_handlers = false;
 thread_local std::vector<io_wait*> dropped_by_unwinding;
-
-// worker_recycling gives a worker thread what a thread inside io_context::run() has: a
-// thread_info_base at the bottom of Asio's call stack, whose cache recycles the memory Asio
-// allocates for operations, cancellation handlers and type-erased functions. Without it, the
-// fibers that start operations (outside any run or poll) got a malloc and a free for each:
-// HTTP /hello on Beast made 19 allocations per request against 8 on Asio's coroutines,
-// counted with a uprobe on malloc. Its key is none of Asio's: running_in_this_thread() and
-// the private queues of the io_contexts the worker polls do not change. Made on the worker's
-// first poll, when nothing of Asio's is on its call stack, so that it is at the bottom; it
-// lives as long as the thread.
-class worker_recycling {
-  struct no_io_context : boost::asio::detail::thread_context {};
-  using thread_call_stack = boost::asio::detail::call_stack<boost::asio::detail::thread_context,
-                                                            boost::asio::detail::thread_info_base>;
-
- public:
-  static void attach() {
-    thread_local std::optional<worker_recycling> here;
-    if (!here && thread_call_stack::top() == nullptr) here.emplace();
-  }
-  worker_recycling() = default;
-  worker_recycling(const worker_recycling&) = delete;
-  worker_recycling& operator=(const worker_recycling&) = delete;
-
- private:
-  // Declared in this order: the context leaves the call stack before the cache is freed.
-  boost::asio::detail::thread_info_base cache_;
-  no_io_context key_;
-  thread_call_stack::context on_stack_{&key_, cache_};
-};
 
 // cancel_request asks an operation to cancel. Asio's cancellation signals are not
 // thread-safe: it runs on the operation's own executor (an I/O object on a strand has its

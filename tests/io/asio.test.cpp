@@ -94,25 +94,41 @@ TEST_CASE("a timer wait suspends the fiber, not the worker; the context stays", 
 TEST_CASE("fibers on the workers start operations with Asio's per-thread memory cache", "[asio]") {
   // A thread inside io_context::run() recycles the memory of operations, cancellation
   // handlers and handlers through a cache on Asio's call stack; a fiber is outside any run, so
-  // each worker keeps one of its own there (weft's, keyed to no io_context). Without it every
-  // block was a malloc and a free.
+  // each thread that starts a use_fiber operation keeps one of its own there (weft's, keyed to
+  // no io_context). Without it every block was a malloc and a free. Checked where the
+  // operation allocates, in its initiation: a fiber resumed on a worker that never polled nor
+  // started an operation before must find the cache too.
   const unsigned threads = GENERATE(1u, 2u);
   weft::executor ex(threads);
   auto& io = weft::io_context(ex);
+  const auto started_with_cache = [](boost::asio::steady_timer& t) {
+    bool cache = false;
+    boost::asio::async_initiate<const weft::use_fiber_t&, void(boost::system::error_code)>(
+        [&](auto handler) {
+          cache = boost::asio::detail::thread_context::top_of_thread_call_stack() != nullptr;
+          t.async_wait(std::move(handler));
+        },
+        weft::use_fiber);
+    return cache;
+  };
   const int seen = ex.run([&] {
     boost::asio::steady_timer t(io, std::chrono::milliseconds(1));
     int with_cache = 0;
     for (int i = 0; i < 20; ++i) {
       t.expires_after(std::chrono::microseconds(100));
-      t.async_wait(weft::use_fiber);  // the worker polls its io_context meanwhile
-      const bool cache = boost::asio::detail::thread_context::top_of_thread_call_stack() != nullptr;
+      with_cache += started_with_cache(t) ? 1 : 0;  // the worker polls its io_context meanwhile
       // The cache belongs to no io_context: a fiber is not "in" one.
       CHECK_FALSE(io.get_executor().running_in_this_thread());
-      with_cache += cache ? 1 : 0;
     }
     return with_cache;
   });
   CHECK(seen == 20);
+  // A plain thread starting an operation gets one too, and it is still no io_context's.
+  std::thread([&] {
+    boost::asio::steady_timer t(io, std::chrono::microseconds(100));
+    CHECK(started_with_cache(t));
+    CHECK_FALSE(io.get_executor().running_in_this_thread());
+  }).join();
 }
 
 TEST_CASE("a read completed while the reading fiber's worker is stuck resumes it elsewhere",
