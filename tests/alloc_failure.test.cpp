@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <boost/asio/local/connect_pair.hpp>
@@ -367,4 +368,38 @@ TEST_CASE("a fiber's socket reads and writes allocate nothing once warm", "[asio
     return n;
   });
   CHECK(bytes == 0);
+}
+
+TEST_CASE("operation memory freed on another thread comes back to the thread that allocates",
+          "[asio]") {
+  // In a busy pool the workers running fibers start operations (allocate) and the one polling
+  // completes them (frees): a cache per thread alone would leave every block on the poller's
+  // side and give the others a malloc each time. Full caches pass blocks on to a shared one.
+  constexpr int kBlocks = 200;
+  constexpr std::size_t kSize = 400;  // a Beast read's state
+  constexpr std::size_t kAlign = alignof(std::max_align_t);
+  std::vector<void*> blocks(kBlocks);
+  std::atomic<int> round{0};
+  std::atomic<int> freed{0};
+  std::thread poller([&] {  // frees what the other thread allocated, a round at a time
+    for (int r = 1; r <= 20; ++r) {
+      while (round.load() < r)
+        std::this_thread::yield();
+      for (void* p : blocks)
+        weft::detail::op_memory_deallocate(p, kSize, kAlign);
+      freed.store(r);
+    }
+  });
+  std::size_t warm_bytes = 0;
+  for (int r = 1; r <= 20; ++r) {
+    if (r == 11) counted_bytes = &warm_bytes;  // ten rounds to warm up
+    for (void*& p : blocks)
+      p = weft::detail::op_memory_allocate(kSize, kAlign);
+    round.store(r);
+    while (freed.load() < r)
+      std::this_thread::yield();
+  }
+  counted_bytes = nullptr;
+  poller.join();
+  CHECK(warm_bytes == 0);
 }

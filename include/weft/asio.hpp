@@ -83,6 +83,31 @@ struct waiter;
 // once it is made; nullptr before, and on a plain thread.
 const boost::asio::io_context* caller_pool_io() noexcept;
 
+// op_memory_allocate() and op_memory_deallocate() are the memory of use_fiber operations,
+// recycled per thread (src/io/op_memory.cpp): a block freed goes to the freeing thread's cache,
+// for that thread's next operations. deallocate takes the size and alignment allocate got.
+void* op_memory_allocate(std::size_t bytes, std::size_t align);
+void op_memory_deallocate(void* p, std::size_t bytes, std::size_t align) noexcept;
+
+// op_allocator is the allocator associated with use_fiber's handler: what Asio allocates
+// through it -- the operation, a composed operation's stable state -- comes from
+// op_memory_allocate(), not from the two blocks Asio keeps in the thread_info of the poll that
+// runs the completion, which io_context::poll_one() frees when it returns.
+template <class T>
+struct op_allocator {
+  using value_type = T;
+  op_allocator() noexcept = default;
+  template <class U>
+  op_allocator(const op_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(op_memory_allocate(sizeof(T) * n, alignof(T)));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    op_memory_deallocate(p, sizeof(T) * n, alignof(T));
+  }
+  friend bool operator==(const op_allocator&, const op_allocator&) noexcept { return true; }
+};
+
 // io_wait is a pending operation as both sides see it: the waiting caller, the completion
 // handler and a cancellation request each hold a reference, and the last one frees it. It is
 // on the heap, not on the caller's stack, so that a caller whose deadline passed can leave
@@ -98,16 +123,15 @@ struct io_wait {
   // destroyed uncalled: its io_context went, or an exception escaped from the operation --
   // then `failure` is that exception, when weft could catch it).
   void finish(bool ran, std::exception_ptr failure = nullptr) noexcept;
-  // Allocated from a small cache per thread (src/io/asio.cpp): one operation after another on
-  // a worker reuses the same few blocks instead of a malloc and a free each.
+  // Allocated from op_memory_allocate(): one operation after another on a worker reuses the
+  // same few blocks instead of a malloc and a free each.
   static void* operator new(std::size_t bytes);
   static void operator delete(void* p, std::size_t bytes) noexcept;
-  // An over-aligned state (a result type with alignas) comes from the heap as before.
   static void* operator new(std::size_t bytes, std::align_val_t a) {
-    return ::operator new(bytes, a);
+    return op_memory_allocate(bytes, static_cast<std::size_t>(a));
   }
   static void operator delete(void* p, std::size_t bytes, std::align_val_t a) noexcept {
-    ::operator delete(p, bytes, a);
+    op_memory_deallocate(p, bytes, static_cast<std::size_t>(a));
   }
   void retain() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
@@ -256,8 +280,9 @@ struct property_kind<P> {
 template <class A>
 struct property_kind<boost::asio::execution::allocator_t<A>> {
   static constexpr bool keeps_inline = true;
-  static constexpr bool no_op_on_pool =
-      std::is_same_v<A, void> || std::is_same_v<A, std::allocator<void>>;
+  static constexpr bool no_op_on_pool = std::is_same_v<A, void> ||
+                                        std::is_same_v<A, std::allocator<void>> ||
+                                        std::is_same_v<A, op_allocator<void>>;
 };
 
 // op_executor is the executor associated with use_fiber's completion handler: the executor the
@@ -409,6 +434,9 @@ class fiber_handler {
     return state_ != nullptr ? state_->signal.slot() : cancellation_slot_type();
   }
   io_wait* wait_state() const noexcept { return state_; }  // for its associated executor
+
+  using allocator_type = op_allocator<void>;
+  allocator_type get_allocator() const noexcept { return {}; }
 
   template <class... B>
   void operator()(B&&... args) {

@@ -7,13 +7,6 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#else
-#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
-#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
-#endif
-
 #include <boost/asio/detail/call_stack.hpp>
 #include <boost/asio/detail/thread_context.hpp>
 #include <boost/asio/detail/thread_info_base.hpp>
@@ -29,56 +22,18 @@ namespace detail {
 
 namespace {
 
-// spare_waits keeps a few blocks that io_waits were freed from on this thread, for the next
-// ones: a fiber's operations follow one another, each allocated and usually freed on the
-// worker running it. Blocks freed on another thread go to that thread's spares (bounded).
-class spare_waits {
- public:
-  static constexpr std::size_t kBlock = 256;  // every io_state of the usual signatures fits
-  spare_waits() = default;
-  spare_waits(const spare_waits&) = delete;
-  spare_waits& operator=(const spare_waits&) = delete;
-  // An io_wait freed later in the thread's exit (by another thread_local's destructor) goes
-  // back to the heap.
-  ~spare_waits() {
-    while (void* p = take())
-      ::operator delete(p, kBlock);
-    closed_ = true;
-  }
-  // A kept block is poisoned for ASan until it is handed out again: a late touch of a freed
-  // io_wait is still reported, as it was when the block went back to the heap.
-  void* take() noexcept {
-    if (count_ == 0) return nullptr;
-    void* p = blocks_[--count_];
-    ASAN_UNPOISON_MEMORY_REGION(p, kBlock);
-    return p;
-  }
-  bool give(void* p) noexcept {
-    if (closed_ || count_ == kKeep) return false;
-    ASAN_POISON_MEMORY_REGION(p, kBlock);
-    blocks_[count_++] = p;
-    return true;
-  }
-
- private:
-  static constexpr std::size_t kKeep = 8;
-  void* blocks_[kKeep] = {};
-  std::size_t count_ = 0;
-  bool closed_ = false;
-};
-thread_local spare_waits spares;
-
 // worker_recycling gives a worker thread what a thread inside io_context::run() has: a
 // thread_info_base at the bottom of Asio's call stack, whose cache recycles the memory Asio
-// allocates for operations, cancellation handlers and type-erased functions. Without it, the
-// fibers that start operations (outside any run or poll) got a malloc and a free for each:
-// HTTP /hello on Beast made 19 allocations per request against 8 on Asio's coroutines,
-// counted with a uprobe on malloc. Its key is none of Asio's: running_in_this_thread() and
-// the private queues of the io_contexts the worker polls do not change. Made on the thread's
-// first poll or first use_fiber operation, whichever comes first -- a worker may run fibers
-// long before it ever polls (its fibers come from the queues, woken by other workers' polls) --
-// when nothing of Asio's is on its call stack, so that it is at the bottom; it lives as long
-// as the thread.
+// allocates without asking the handler's allocator (cancellation handlers, type-erased
+// functions) -- an operation's own memory comes from op_allocator. Without it, the fibers
+// that start operations (outside any run or poll) got a malloc and a free for each: counted
+// with a uprobe on malloc, HTTP /hello on Beast made 19 allocations per request against 8 on
+// Asio's coroutines, 16 with it (11 against 8 once op_allocator came). Its key is none of
+// Asio's: running_in_this_thread() and the private queues of the io_contexts the worker polls
+// do not change. Made on the thread's first poll or first use_fiber operation, whichever comes
+// first -- a worker may run fibers long before it ever polls (they come from the queues, woken
+// by other workers' polls) -- when nothing of Asio's is on its call stack, so that it is at
+// the bottom; it lives as long as the thread.
 class worker_recycling {
   struct no_io_context : boost::asio::detail::thread_context {};
   using thread_call_stack = boost::asio::detail::call_stack<boost::asio::detail::thread_context,
@@ -87,37 +42,33 @@ class worker_recycling {
  public:
   static void attach() {
     thread_local std::optional<worker_recycling> here;
-    if (!here && thread_call_stack::top() == nullptr) here.emplace();
+    if (!here && !closed && thread_call_stack::top() == nullptr) here.emplace();
   }
   worker_recycling() = default;
   worker_recycling(const worker_recycling&) = delete;
   worker_recycling& operator=(const worker_recycling&) = delete;
+  ~worker_recycling() { closed = true; }  // an operation started later in the thread's exit
 
  private:
+  // Trivial: still readable after `here` is gone.
+  static constinit thread_local bool closed;
   // Declared in this order: the context leaves the call stack before the cache is freed.
   boost::asio::detail::thread_info_base cache_;
   no_io_context key_;
   thread_call_stack::context on_stack_{&key_, cache_};
 };
+constinit thread_local bool worker_recycling::closed = false;
 
 }  // namespace
 
 void* io_wait::operator new(std::size_t bytes) {
-  // The operation this io_wait is for allocates next, from the call stack's cache.
+  // The operation this io_wait is for allocates next, some of it from the call stack's cache.
   worker_recycling::attach();
-  if (bytes <= spare_waits::kBlock) {
-    if (void* p = spares.take()) return p;
-    return ::operator new(spare_waits::kBlock);
-  }
-  return ::operator new(bytes);
+  return op_memory_allocate(bytes, __STDCPP_DEFAULT_NEW_ALIGNMENT__);
 }
 
 void io_wait::operator delete(void* p, std::size_t bytes) noexcept {
-  if (bytes <= spare_waits::kBlock) {
-    if (!spares.give(p)) ::operator delete(p, spare_waits::kBlock);
-    return;
-  }
-  ::operator delete(p, bytes);
+  op_memory_deallocate(p, bytes, __STDCPP_DEFAULT_NEW_ALIGNMENT__);
 }
 
 void io_wait::finish(bool ran, std::exception_ptr e) noexcept {
