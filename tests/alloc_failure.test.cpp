@@ -344,8 +344,8 @@ TEST_CASE("an executor's own bookkeeping grows linearly with its workers", "[exe
 TEST_CASE("a fiber's socket reads and writes allocate nothing once warm", "[asio]") {
   // Each use_fiber call keeps its state on the heap (a caller out of time may leave before the
   // operation ends): a new and a delete per read or write, until the worker kept the blocks
-  // for the next calls. One worker, so that the fiber, the completions and the counter share a
-  // thread; Asio's own operation memory (aligned_alloc, recycled per thread) is not counted.
+  // for the next calls; so did each operation's own memory. One worker, so that the fiber, the
+  // completions and the counter share a thread.
   weft::executor ex{1};
   auto& io = weft::io_context(ex);
   const std::size_t bytes = ex.run([&] {

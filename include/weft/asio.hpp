@@ -100,13 +100,17 @@ struct op_allocator {
   template <class U>
   op_allocator(const op_allocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
+    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
     return static_cast<T*>(op_memory_allocate(sizeof(T) * n, alignof(T)));
   }
   void deallocate(T* p, std::size_t n) noexcept {
     op_memory_deallocate(p, sizeof(T) * n, alignof(T));
   }
-  friend bool operator==(const op_allocator&, const op_allocator&) noexcept { return true; }
 };
+template <class T, class U>
+bool operator==(const op_allocator<T>&, const op_allocator<U>&) noexcept {
+  return true;  // stateless: any one frees what another allocated
+}
 
 // io_wait is a pending operation as both sides see it: the waiting caller, the completion
 // handler and a cancellation request each hold a reference, and the last one frees it. It is

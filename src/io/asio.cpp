@@ -41,17 +41,21 @@ class worker_recycling {
 
  public:
   static void attach() {
-    thread_local std::optional<worker_recycling> here;
-    if (!here && !closed && thread_call_stack::top() == nullptr) here.emplace();
+    // `closed` is set when `here` goes at thread exit, made or not: an operation started later
+    // in the exit (by another thread_local's destructor) must not make it again.
+    struct holder {
+      std::optional<worker_recycling> made;
+      ~holder() { closed = true; }
+    };
+    thread_local holder here;
+    if (!here.made && !closed && thread_call_stack::top() == nullptr) here.made.emplace();
   }
   worker_recycling() = default;
   worker_recycling(const worker_recycling&) = delete;
   worker_recycling& operator=(const worker_recycling&) = delete;
-  ~worker_recycling() { closed = true; }  // an operation started later in the thread's exit
 
  private:
-  // Trivial: still readable after `here` is gone.
-  static constinit thread_local bool closed;
+  static constinit thread_local bool closed;  // trivial: still readable after `here` is gone
   // Declared in this order: the context leaves the call stack before the cache is freed.
   boost::asio::detail::thread_info_base cache_;
   no_io_context key_;

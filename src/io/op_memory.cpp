@@ -37,9 +37,11 @@ namespace {
 constexpr std::size_t kSmallest = 64;
 constexpr std::size_t kClasses = 5;  // 64 .. 1024 bytes
 constexpr std::size_t kLargest = kSmallest << (kClasses - 1);
-constexpr std::size_t kKeep = 32;     // per class and thread: at most 62 KiB per thread
-constexpr std::size_t kBatch = 16;    // moved to or from the shared cache at a time
-constexpr std::size_t kShared = 256;  // per class in the shared cache: at most 496 KiB
+constexpr std::size_t kKeep = 32;   // per class and thread: at most 62 KiB per thread
+constexpr std::size_t kBatch = 16;  // moved to or from the shared cache at a time
+constexpr std::size_t kShared = 256;
+static_assert(kBatch <= kKeep &&
+              kBatch <= kShared);  // per class in the shared cache: at most 496 KiB
 
 // shared_cache holds the blocks threads had no room for, for threads that have none.
 class shared_cache {
@@ -136,28 +138,32 @@ class block_cache {
 };
 thread_local block_cache blocks;
 
-// Larger or over-aligned blocks come from the heap. operator new's blocks are aligned to
+// Over-aligned blocks come from the aligned operator new, larger ones from the plain one (which
+// a program that replaces operator new sees); kept blocks from the plain one too: aligned to
 // __STDCPP_DEFAULT_NEW_ALIGNMENT__.
-bool cached(std::size_t bytes, std::size_t align) noexcept {
-  return bytes <= kLargest && align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+bool over_aligned(std::size_t align) noexcept {
+  return align > __STDCPP_DEFAULT_NEW_ALIGNMENT__;
 }
 
 }  // namespace
 
 void* op_memory_allocate(std::size_t bytes, std::size_t align) {
-  if (!cached(bytes, align)) return ::operator new (bytes, std::align_val_t{align});
+  if (over_aligned(align)) return ::operator new (bytes, std::align_val_t{align});
+  if (bytes > kLargest) return ::operator new(bytes);
   const std::size_t k = block_cache::size_class(bytes);
   if (void* p = blocks.take(k)) return p;
   return ::operator new(kSmallest << k);
 }
 
 void op_memory_deallocate(void* p, std::size_t bytes, std::size_t align) noexcept {
-  if (!cached(bytes, align)) {
+  if (over_aligned(align)) {
     ::operator delete (p, bytes, std::align_val_t{align});
-    return;
+  } else if (bytes > kLargest) {
+    ::operator delete(p, bytes);
+  } else {
+    const std::size_t k = block_cache::size_class(bytes);
+    if (!blocks.give(p, k)) ::operator delete(p, kSmallest << k);
   }
-  const std::size_t k = block_cache::size_class(bytes);
-  if (!blocks.give(p, k)) ::operator delete(p, kSmallest << k);
 }
 
 }  // namespace weft::detail
