@@ -47,38 +47,57 @@ class pool;
 class algorithm;
 struct reactor;
 
-// ready_queue is a worker's ready fibers, locked by its worker_slot: an intrusive list through
+// ready_queue is a worker's ready fibers, locked by its worker_slot: intrusive lists through
 // each context's own ready hook (the one Boost's stock algorithms use for the same purpose).
 // Queueing runs where nothing may throw -- awakened(), a wake-up from any thread -- so it must
 // not allocate: a ring that grew there terminated the process when the memory was not there.
+//
+// Two parts: fibers queued on top (a child just spawned, a fiber woken by one running here)
+// run newest first, for locality, as in any work-stealing scheduler; fibers queued behind (woken
+// by I/O or from outside, yielding) run after them in the order they came. The top is the
+// owner's; the other end -- the oldest behind, else the oldest on top -- is where thieves and
+// the owner's occasional oldest-first pick take. (One list with the behind part at its
+// bottom gave thieves the newest I/O-woken fiber: under load the oldest connections waited
+// for the owner alone, and tail latency grew.)
 class ready_queue {
  public:
   bool empty() const noexcept { return size_ == 0; }
   std::size_t size() const noexcept { return size_; }
   void push_top(boost::fibers::context* c) noexcept {
-    list_.push_back(*c);
+    top_.push_back(*c);
     ++size_;
   }
   void push_bottom(boost::fibers::context* c) noexcept {
-    list_.push_front(*c);
+    behind_.push_back(*c);
     ++size_;
   }
+  // pop_top() is the owner's next: the newest on top, else the oldest behind.
   boost::fibers::context* pop_top() noexcept {
-    boost::fibers::context* c = &list_.back();
-    list_.pop_back();
+    if (top_.empty()) return pop_oldest_behind();
+    boost::fibers::context* c = &top_.back();
+    top_.pop_back();
     --size_;
     return c;
   }
-  boost::fibers::context* bottom() noexcept { return &list_.front(); }
+  // pop_bottom() is the one that waited longest: the oldest behind, else the oldest on top.
   boost::fibers::context* pop_bottom() noexcept {
-    boost::fibers::context* c = &list_.front();
-    list_.pop_front();
+    if (!behind_.empty()) return pop_oldest_behind();
+    boost::fibers::context* c = &top_.front();
+    top_.pop_front();
     --size_;
     return c;
   }
 
  private:
-  boost::fibers::scheduler::ready_queue_type list_;  // bottom (oldest) at the front
+  boost::fibers::context* pop_oldest_behind() noexcept {
+    boost::fibers::context* c = &behind_.front();
+    behind_.pop_front();
+    --size_;
+    return c;
+  }
+
+  boost::fibers::scheduler::ready_queue_type top_;     // oldest at the front
+  boost::fibers::scheduler::ready_queue_type behind_;  // oldest at the front
   std::size_t size_ = 0;
 };
 
