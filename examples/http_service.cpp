@@ -34,7 +34,6 @@
 #include <string>
 #include <thread>
 
-#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio.hpp>
@@ -212,23 +211,25 @@ struct connection_registry;
 struct connection {
   explicit connection(tcp::socket s) : socket(std::move(s)) {}
   tcp::socket socket;
-  bool idle = true;  // waiting for the next request (guarded by the registry's mutex)
+  std::atomic<bool> idle{true};  // waiting for the next request
 };
 
 struct connection_registry {
-  std::mutex mutex;
+  std::mutex mutex;  // guards `open`
   std::set<connection*> open;
-  bool stopping = false;
+  std::atomic<bool> stopping{false};
 
   // close_idle() ends the reading side of idle connections: a pending read of the next
   // request -- or one about to start -- sees end of file. Busy ones finish their request, see
   // `stopping` and close. (A registered connection's descriptor is open: it unregisters
-  // before its socket closes.)
+  // before its socket closes.) No lock per request: a connection stores `idle` then loads
+  // `stopping`, this stores `stopping` then loads `idle`, all seq_cst -- one of the two sees
+  // the other's store, so a connection that goes idle is either shut here or sees `stopping`.
   void close_idle() {
+    stopping.store(true);
     std::lock_guard<std::mutex> g(mutex);
-    stopping = true;
     for (connection* c : open) {
-      if (c->idle) ::shutdown(c->socket.native_handle(), SHUT_RD);
+      if (c->idle.load()) ::shutdown(c->socket.native_handle(), SHUT_RD);
     }
   }
 };
@@ -299,12 +300,8 @@ void serve(tcp::socket socket, connection_registry& registry, const options& o) 
     boost::system::error_code ec;
     http::async_read(conn.socket, buffer, req, asio::redirect_error(weft::use_fiber, ec));
     if (ec) return;  // closed by the peer, or cancelled by shutdown while idle
-    bool last;
-    {
-      std::lock_guard<std::mutex> g(registry.mutex);
-      conn.idle = false;
-      last = registry.stopping;
-    }
+    conn.idle.store(false);
+    bool last = registry.stopping.load();
     // The request's context, from its headers: the request id (or a made-up one), and the
     // caller's W3C trace and baggage. Every fiber it spawns and every log line below sees it.
     bool keep_alive = true;
@@ -327,11 +324,8 @@ void serve(tcp::socket socket, connection_registry& registry, const options& o) 
     } else {
       respond();
     }
-    {
-      std::lock_guard<std::mutex> g(registry.mutex);
-      conn.idle = true;
-      last = last || registry.stopping;
-    }
+    conn.idle.store(true);
+    last = last || registry.stopping.load();
     if (ec || !keep_alive || last) break;
   }
   boost::system::error_code ignored;
@@ -387,7 +381,8 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("http_service"));
   } else {
     try {
-      spdlog::set_default_logger(spdlog::basic_logger_mt("http_service", o.log_file));
+      spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+          "http_service", std::make_shared<example::file_sink>(o.log_file)));
     } catch (const spdlog::spdlog_ex& e) {
       std::fprintf(stderr, "http_service: cannot log to %s: %s\n", o.log_file.c_str(), e.what());
       return 2;
