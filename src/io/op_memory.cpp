@@ -37,11 +37,10 @@ namespace {
 constexpr std::size_t kSmallest = 64;
 constexpr std::size_t kClasses = 5;  // 64 .. 1024 bytes
 constexpr std::size_t kLargest = kSmallest << (kClasses - 1);
-constexpr std::size_t kKeep = 32;   // per class and thread: at most 62 KiB per thread
-constexpr std::size_t kBatch = 16;  // moved to or from the shared cache at a time
-constexpr std::size_t kShared = 256;
-static_assert(kBatch <= kKeep &&
-              kBatch <= kShared);  // per class in the shared cache: at most 496 KiB
+constexpr std::size_t kKeep = 32;     // per class and thread: at most 62 KiB per thread
+constexpr std::size_t kBatch = 16;    // moved to or from the shared cache at a time
+constexpr std::size_t kShared = 256;  // per class in the shared cache: at most 496 KiB
+static_assert(kBatch <= kKeep && kBatch <= kShared);
 
 // shared_cache holds the blocks threads had no room for, for threads that have none.
 class shared_cache {

@@ -73,31 +73,30 @@ class ready_queue {
   }
   // pop_top() is the owner's next: the newest on top, else the oldest behind.
   boost::fibers::context* pop_top() noexcept {
-    if (top_.empty()) return pop_oldest_behind();
-    boost::fibers::context* c = &top_.back();
-    top_.pop_back();
-    --size_;
-    return c;
+    return top_.empty() ? take_front(behind_) : take_back(top_);
   }
   // pop_bottom() is the one that waited longest: the oldest behind, else the oldest on top.
   boost::fibers::context* pop_bottom() noexcept {
-    if (!behind_.empty()) return pop_oldest_behind();
-    boost::fibers::context* c = &top_.front();
-    top_.pop_front();
-    --size_;
-    return c;
+    return behind_.empty() ? take_front(top_) : take_front(behind_);
   }
 
  private:
-  boost::fibers::context* pop_oldest_behind() noexcept {
-    boost::fibers::context* c = &behind_.front();
-    behind_.pop_front();
+  using list = boost::fibers::scheduler::ready_queue_type;
+  boost::fibers::context* take_front(list& l) noexcept {
+    boost::fibers::context* c = &l.front();
+    l.pop_front();
+    --size_;
+    return c;
+  }
+  boost::fibers::context* take_back(list& l) noexcept {
+    boost::fibers::context* c = &l.back();
+    l.pop_back();
     --size_;
     return c;
   }
 
-  boost::fibers::scheduler::ready_queue_type top_;     // oldest at the front
-  boost::fibers::scheduler::ready_queue_type behind_;  // oldest at the front
+  list top_;     // oldest at the front
+  list behind_;  // oldest at the front
   std::size_t size_ = 0;
 };
 
