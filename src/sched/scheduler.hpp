@@ -318,6 +318,7 @@ class algorithm final : public boost::fibers::algo::algorithm {
   bool owes_watch_ = false;
   // How long the next idle spin lasts: longer after sleeps that were cut short (see spin()).
   std::chrono::microseconds spin_for_;
+  bool last_spin_empty_ = false;
   unsigned stalled_;  // a stalled worker, or the pool's size if none
 };
 
