@@ -398,6 +398,19 @@ boost::asio::io_context* native_context(const boost::asio::any_io_executor& ex) 
   return found;
 }
 
+// untracked() is ex, an executor of weft's own io_context, without outstanding work: that
+// io_context never runs out of work, and Beast asks for the associated executor with its
+// work-tracking candidate several times per operation. Each copy of a tracked executor is an
+// increment and a decrement of the io_context's work count, a line every worker writes: an
+// HTTP request made 12 such copies with use_fiber against 6 on Asio's coroutines.
+inline boost::asio::any_io_executor untracked(const boost::asio::any_io_executor& ex) noexcept {
+  using tracked = boost::asio::io_context::basic_executor_type<std::allocator<void>, 4>;
+  if (const auto* t = ex.target<tracked>()) {
+    return boost::asio::require(*t, boost::asio::execution::outstanding_work.untracked);
+  }
+  return ex;
+}
+
 template <class Executor>
 handler_executor_t<Executor> handler_executor(const Executor& ex, io_wait* w) noexcept {
   if constexpr (boost::asio::execution::is_executor<Executor>::value) {
@@ -408,6 +421,9 @@ handler_executor_t<Executor> handler_executor(const Executor& ex, io_wait* w) no
       native = native_context<0, 2, 4, 6>(ex);  // plain, continuation, tracked, both
     }
     const bool pool = native != nullptr && w != nullptr && native == w->pool_io;
+    if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+      if (pool) return op_executor<Executor>(untracked(ex), w, native, true);
+    }
     return op_executor<Executor>(ex, w, native, pool);
   } else {
     return ex;

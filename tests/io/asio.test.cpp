@@ -131,6 +131,56 @@ TEST_CASE("fibers on the workers start operations with Asio's per-thread memory 
   }).join();
 }
 
+// The handler's executor for an operation on weft's own io_context drops the candidate's
+// outstanding work (that io_context never runs out of it, and each copy of a tracked executor
+// writes the io_context's shared work count) and keeps its other properties; on another
+// io_context it keeps the work, which is what keeps that io_context's run() going.
+TEST_CASE("use_fiber's handler executor tracks work only where it keeps an io_context running",
+          "[asio]") {
+  namespace execution = boost::asio::execution;
+  weft::executor ex(2);
+  auto& pool_io = weft::io_context(ex);
+  boost::asio::io_context other;
+  struct seen {
+    bool tracked = false;
+    bool continuation = false;
+  };
+  const auto handler_executor_of = [](boost::asio::any_io_executor candidate) {
+    seen s;
+    boost::asio::async_initiate<const weft::use_fiber_t&, void(boost::system::error_code)>(
+        [&](auto handler) {
+          auto hx = boost::asio::get_associated_executor(handler, candidate);
+          s.tracked = boost::asio::query(hx, execution::outstanding_work) ==
+                      execution::outstanding_work.tracked;
+          s.continuation = boost::asio::query(hx, execution::relationship) ==
+                           execution::relationship.continuation;
+          std::move(handler)(boost::system::error_code());
+        },
+        weft::use_fiber);
+    return s;
+  };
+  ex.run([&] {
+    const auto tracked = [](auto e) {
+      return boost::asio::any_io_executor(
+          boost::asio::prefer(e, execution::outstanding_work.tracked));
+    };
+    const auto continuing = [](auto e) {
+      return boost::asio::prefer(e, execution::relationship.continuation);
+    };
+    seen s = handler_executor_of(tracked(pool_io.get_executor()));
+    CHECK_FALSE(s.tracked);
+    CHECK_FALSE(s.continuation);
+    s = handler_executor_of(
+        boost::asio::any_io_executor(continuing(tracked(pool_io.get_executor()))));
+    CHECK_FALSE(s.tracked);
+    CHECK(s.continuation);
+    s = handler_executor_of(tracked(other.get_executor()));
+    CHECK(s.tracked);
+    s = handler_executor_of(boost::asio::any_io_executor(other.get_executor()));
+    CHECK_FALSE(s.tracked);
+  });
+}
+
 TEST_CASE("a read completed while the reading fiber's worker is stuck resumes it elsewhere",
           "[asio]") {
   // The completion runs on the worker that polls the io_context -- here the one that is not
