@@ -633,18 +633,19 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
     if (trimming) {
       trimming = pool_.stacks.trim(64);
     } else if (yielding) {
-      // A spin that follows one that found nothing gives the CPU, past kSpinFor, to any
-      // thread that waits for it: a sched_yield costs what kPausesPerLook pauses do when none
-      // waits (~1.2 us here), as TBB's backoff and Go's lock spinning yield once they have
-      // spun a while. Long empty spins otherwise take the CPU from whoever shares the
-      // machine: the echo benchmark's client, one thread, got 85% of a core beside weft's
-      // idle workers and 98% beside Asio's coroutine threads, which block at once; yielding,
-      // 94-97%. In 5 alternating rounds weft went from 0.95x to 1.04x the coroutine
-      // server's requests/s with the epoll client (p99 1.58x -> 0.82x), 0.98x -> 1.10x with
-      // the Asio client (p99 1.43x -> 0.60x). Only after an empty spin: a spin that finds
-      // work is worth its CPU, and yielding in it made a busy HTTP server's spins find their
-      // work 400-800 us late (its worker got the CPU back only after wrk's turn), ~5% fewer
-      // requests/s. Hand-overs between workers (the first kSpinFor) and the channel
+      // A spin that follows a long one (longer than kSpinFor: its sleeps were cut short)
+      // that found nothing gives the CPU, past kSpinFor, to any thread that waits for it: a
+      // sched_yield costs what kPausesPerLook pauses do when none waits (~1.2 us here), as
+      // TBB's backoff and Go's lock spinning yield once they have spun a while. Long empty
+      // spins otherwise take the CPU from whoever shares the machine: the echo benchmark's
+      // client, one thread, got 85% of a core beside weft's idle workers and 98% beside
+      // Asio's coroutine threads, which block at once; yielding, 94-97%. In 4 alternating
+      // rounds weft went from 1.01x to 1.05x the coroutine server's requests/s with the epoll
+      // client (p99 1.36x -> 0.82x), 1.05x -> 1.17x with the Asio client (p99 1.25x ->
+      // 0.67x). Not after a spin that found work, nor after a short one: those are a busy
+      // server's, and yielding there made its spins find their work 400-800 us late, after
+      // wrk's turn on the CPU (HTTP p99 0.86x -> 0.98x the coroutine server's in 8 rounds;
+      // 0.82x without). Hand-overs between workers (the first kSpinFor) and the channel
       // benchmarks did not change.
       sched_yield();
     } else {
@@ -668,7 +669,7 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
       stuck_check = now + kSpinFor;
     }
     if (!trimming && now >= until) break;
-    yielding = last_spin_empty_ && now - start >= kSpinFor;
+    yielding = yield_next_spin_ && now - start >= kSpinFor;
   }
   // Past its spin: a fiber another worker left to run next while it has not switched since
   // the spin began is taken (that worker computes, or its thread lost the CPU); the next pick
@@ -676,7 +677,7 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
   // unlocking fiber had woken while it went on to take the mutex again: two workers then
   // fought over the mutex's line, 162 ns per lock+unlock instead of 19.)
   if (!found) found = (stolen_next_ = take_stuck_run_next()) != nullptr;
-  last_spin_empty_ = !found;
+  yield_next_spin_ = !found && spin_for_ > kSpinFor;
   // Counted out before the caller's last look (work_visible(true)) before it sleeps: a fiber
   // made ready after that look finds no spinner, and its waker wakes a sleeper.
   if (pool_.stop_spinning() && found) pool_.wake_for(index_);

@@ -318,8 +318,8 @@ class algorithm final : public boost::fibers::algo::algorithm {
   bool owes_watch_ = false;
   // How long the next idle spin lasts: longer after sleeps that were cut short (see spin()).
   std::chrono::microseconds spin_for_;
-  bool last_spin_empty_ = false;
-  unsigned stalled_;  // a stalled worker, or the pool's size if none
+  bool yield_next_spin_ = false;  // the last spin was long and found nothing (see spin())
+  unsigned stalled_;              // a stalled worker, or the pool's size if none
 };
 
 // resumed() is the first thing a context does when it runs again on a worker: the
