@@ -518,7 +518,10 @@ void algorithm::suspend_until(
   // here rather than left for a poller -- one at a time, until one makes a fiber ready: after
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
   // a few microseconds on this VM, that doubled the system calls of a lone timer wait).
-  if (poll_reactor_until_work()) return;
+  if (poll_reactor_until_work()) {
+    yield_next_spin_ = false;  // this idle moment found work: a busy worker's
+    return;
+  }
   // The spin ends at the next timer this worker must fire: its own, Boost's, and -- while no
   // worker watches -- any worker's (the watcher fires them all; in a pool of more than
   // kRunNextLooks workers that scan per spin would make idling quadratic, so there a busy
@@ -632,25 +635,24 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
     // until the next burst (stress test: 389 MiB still resident after 20k fibers ended).
     if (trimming) {
       trimming = pool_.stacks.trim(64);
-    } else if (yielding) {
-      // A spin that follows a long one (longer than kSpinFor: its sleeps were cut short)
-      // that found nothing gives the CPU, past kSpinFor, to any thread that waits for it: a
-      // sched_yield costs what kPausesPerLook pauses do when none waits (~1.2 us here), as
-      // TBB's backoff and Go's lock spinning yield once they have spun a while. Long empty
-      // spins otherwise take the CPU from whoever shares the machine: the echo benchmark's
-      // client, one thread, got 85% of a core beside weft's idle workers and 98% beside
-      // Asio's coroutine threads, which block at once; yielding, 94-97%. In 4 alternating
-      // rounds weft went from 1.01x to 1.05x the coroutine server's requests/s with the epoll
-      // client (p99 1.36x -> 0.82x), 1.05x -> 1.17x with the Asio client (p99 1.25x ->
-      // 0.67x). Not after a spin that found work, nor after a short one: those are a busy
-      // server's, and yielding there made its spins find their work 400-800 us late, after
-      // wrk's turn on the CPU (HTTP p99 0.86x -> 0.98x the coroutine server's in 8 rounds;
-      // 0.82x without). Hand-overs between workers (the first kSpinFor) and the channel
-      // benchmarks did not change.
-      sched_yield();
     } else {
       for (unsigned i = 0; i < kPausesPerLook; ++i)
         spin_pause();
+      // A spin that follows a long one (given more than kSpinFor: its sleeps were cut short)
+      // that found nothing also gives the CPU, past kSpinFor, to any thread that waits for
+      // it, as TBB's backoff and Go's lock spinning yield once they have spun a while (a
+      // sched_yield costs ~1.2 us here when none waits; the pauses keep a look from being
+      // much quicker where it costs less). Long empty spins otherwise take the CPU from
+      // whoever shares the machine: the echo benchmark's client, one thread, got 85% of a
+      // core beside weft's idle workers and 98% beside Asio's coroutine threads, which block
+      // at once; yielding, 94-97%. In 4 alternating rounds weft went from 1.01x to 1.05x the
+      // coroutine server's requests/s with the epoll client (p99 1.36x -> 0.82x), 1.05x ->
+      // 1.17x with the Asio client (p99 1.25x -> 0.67x). Not after a spin that found work,
+      // nor after a short one: those are a busy server's, and yielding there made its spins
+      // find their work 400-800 us late, after wrk's turn on the CPU (HTTP p99 0.86x ->
+      // 0.98x the coroutine server's in 8 rounds; 0.82x without). Hand-overs between workers
+      // (the first kSpinFor) and the channel benchmarks did not change.
+      if (yielding) sched_yield();
     }
     // Now and then it runs what the reactor has ready, as Go's spinning Ms poll the network,
     // when no worker blocks in it: else a completion waited for a busy worker's next poll
@@ -669,7 +671,12 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
       stuck_check = now + kSpinFor;
     }
     if (!trimming && now >= until) break;
-    yielding = yield_next_spin_ && now - start >= kSpinFor;
+    if (!yielding && yield_next_spin_ && now - start >= kSpinFor) {
+      // A yielding worker may wait a scheduler slice for the CPU: it stops counting as a
+      // spinner, so that wakers wake a sleeper for new work instead of leaving it to this one.
+      yielding = true;
+      pool_.stop_spinning();
+    }
   }
   // Past its spin: a fiber another worker left to run next while it has not switched since
   // the spin began is taken (that worker computes, or its thread lost the CPU); the next pick
@@ -679,8 +686,11 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
   if (!found) found = (stolen_next_ = take_stuck_run_next()) != nullptr;
   yield_next_spin_ = !found && spin_for_ > kSpinFor;
   // Counted out before the caller's last look (work_visible(true)) before it sleeps: a fiber
-  // made ready after that look finds no spinner, and its waker wakes a sleeper.
-  if (pool_.stop_spinning() && found) pool_.wake_for(index_);
+  // made ready after that look finds no spinner, and its waker wakes a sleeper. One that
+  // found work wakes a sleeper if it was the last spinner (more may come that nobody would
+  // look for), and so does a yielding one, which stopped counting already.
+  const bool last = yielding || pool_.stop_spinning();
+  if (last && found) pool_.wake_for(index_);
   return found;
 }
 

@@ -143,6 +143,7 @@ TEST_CASE("use_fiber's handler executor tracks work only where it keeps an io_co
   boost::asio::io_context other;
   struct seen {
     bool tracked = false;
+    bool kept_tracked = false;
     bool continuation = false;
   };
   const auto handler_executor_of = [](boost::asio::any_io_executor candidate) {
@@ -152,6 +153,10 @@ TEST_CASE("use_fiber's handler executor tracks work only where it keeps an io_co
           auto hx = boost::asio::get_associated_executor(handler, candidate);
           s.tracked = boost::asio::query(hx, execution::outstanding_work) ==
                       execution::outstanding_work.tracked;
+          // What Asio keeps while the operation runs (handler_work prefers tracked work).
+          s.kept_tracked = boost::asio::query(
+                               boost::asio::prefer(hx, execution::outstanding_work.tracked),
+                               execution::outstanding_work) == execution::outstanding_work.tracked;
           s.continuation = boost::asio::query(hx, execution::relationship) ==
                            execution::relationship.continuation;
           std::move(handler)(boost::system::error_code());
@@ -169,15 +174,19 @@ TEST_CASE("use_fiber's handler executor tracks work only where it keeps an io_co
     };
     seen s = handler_executor_of(tracked(pool_io.get_executor()));
     CHECK_FALSE(s.tracked);
+    CHECK_FALSE(s.kept_tracked);
     CHECK_FALSE(s.continuation);
     s = handler_executor_of(
         boost::asio::any_io_executor(continuing(tracked(pool_io.get_executor()))));
     CHECK_FALSE(s.tracked);
+    CHECK_FALSE(s.kept_tracked);
     CHECK(s.continuation);
     s = handler_executor_of(tracked(other.get_executor()));
     CHECK(s.tracked);
+    CHECK(s.kept_tracked);
     s = handler_executor_of(boost::asio::any_io_executor(other.get_executor()));
     CHECK_FALSE(s.tracked);
+    CHECK(s.kept_tracked);
   });
 }
 
