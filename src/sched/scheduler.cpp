@@ -518,10 +518,7 @@ void algorithm::suspend_until(
   // here rather than left for a poller -- one at a time, until one makes a fiber ready: after
   // the last ready handler, poll() runs the reactor once more to find nothing (an epoll_wait,
   // a few microseconds on this VM, that doubled the system calls of a lone timer wait).
-  if (poll_reactor_until_work()) {
-    yield_next_spin_ = false;  // this idle moment found work: a busy worker's
-    return;
-  }
+  if (poll_reactor_until_work()) return;
   // The spin ends at the next timer this worker must fire: its own, Boost's, and -- while no
   // worker watches -- any worker's (the watcher fires them all; in a pool of more than
   // kRunNextLooks workers that scan per spin would make idling quadratic, so there a busy
