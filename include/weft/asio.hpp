@@ -374,8 +374,10 @@ template <class Executor>
 using handler_executor_t = std::conditional_t<boost::asio::execution::is_executor<Executor>::value,
                                               op_executor<Executor>, Executor>;
 
-// inline_io_executor<E>: E is an executor of an io_context that runs a function at once when
-// called on one of the io_context's own threads -- any but blocking.never (bit 1 of Bits).
+// inline_io_executor<E>: E is an executor type of an io_context, which runs a function at once
+// when called on one of the io_context's own threads. (Asio 1.81 keeps blocking.never in the
+// executor's value, not in Bits: this test of Bits never sees it, and an I/O object whose
+// executor requires blocking.never still has its handlers' steps run at once -- a known gap.)
 template <class E>
 struct inline_io_executor : std::false_type {};
 template <std::uintptr_t Bits>
@@ -383,8 +385,10 @@ struct inline_io_executor<boost::asio::io_context::basic_executor_type<std::allo
     : std::bool_constant<(Bits & 1) == 0> {};
 
 // native_context() is ex's io_context if ex holds such an executor. Asio's operations hold
-// their I/O object's executor with work tracked (bit 4): looking for the plain type alone
-// sent their handlers through any_io_executor's type erasure, an allocation each.
+// their I/O object's executor with work tracked (bit 4 of the type): looking for the plain type
+// alone sent their handlers through any_io_executor's type erasure, an allocation each. Only
+// the tracked bit makes a type of its own: relationship.continuation and blocking.never are
+// bits of the executor's value, so those two types are all there is to look for.
 template <std::uintptr_t... Bits>
 boost::asio::io_context* native_context(const boost::asio::any_io_executor& ex) noexcept {
   boost::asio::io_context* found = nullptr;
@@ -420,7 +424,7 @@ handler_executor_t<Executor> handler_executor(const Executor& ex, io_wait* w) no
     if constexpr (inline_io_executor<Executor>::value) {
       native = &ex.context();
     } else if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
-      native = native_context<0, 2, 4, 6>(ex);  // plain, continuation, tracked, both
+      native = native_context<0, 4>(ex);  // plain, tracked
     }
     const bool pool = native != nullptr && w != nullptr && native == w->pool_io;
     if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {

@@ -642,7 +642,7 @@ bool algorithm::spin(std::chrono::steady_clock::time_point deadline) noexcept {
       // much quicker where it costs less). Long empty spins otherwise take the CPU from
       // whoever shares the machine: the echo benchmark's client, one thread, got 85% of a
       // core beside weft's idle workers and 98% beside Asio's coroutine threads, which block
-      // at once; yielding, 94-97%. In 4 alternating rounds weft went from 1.01x to 1.05x the
+      // at once; yielding, 94%. In 4 alternating rounds weft went from 1.01x to 1.05x the
       // coroutine server's requests/s with the epoll client (p99 1.36x -> 0.82x), 1.05x ->
       // 1.17x with the Asio client (p99 1.25x -> 0.67x). Not after a spin that found work,
       // nor after a short one: those are a busy server's, and yielding there made its spins
